@@ -1,9 +1,10 @@
-"""`--executor ray`: batch questions as Ray tasks, on a local Ray cluster bound to 127.0.0.1.
+"""`--executor ray`: batch questions and eval jobs as Ray tasks, on a local Ray cluster bound
+to 127.0.0.1.
 
 One cluster for the module (starting Ray takes seconds), with 2 CPUs; its HOME is a
 temporary folder, so Ray's token file lands there and not in the user's home. The same 20
 questions run with the local executor and on Ray, against the same scripted model, and must
-give the same answers.
+give the same answers; so must an eval's jobs, whose nodes share the response cache.
 """
 
 from __future__ import annotations
@@ -132,3 +133,68 @@ def test_the_cli_runs_a_batch_on_a_given_ray_cluster(ray_cluster, serve, twenty)
         (1, 1, "ray"),
         (2, 18, "ray"),
     ]
+
+
+def test_an_eval_on_ray_scores_as_the_local_executor_and_each_node_keeps_a_cache(
+    ray_cluster, serve, tmp_path
+):
+    from recursa.evals import EvalConfig, run_eval
+    from recursa.evals.oracle import Oracle
+
+    server = serve(Oracle("logs"))  # the oracle answering over real sockets
+
+    def config(out: Path, executor: str, **extra: Any) -> EvalConfig:
+        return EvalConfig(
+            out=out, families=["logs"], lengths=[4_000], seeds=[0, 1],
+            strategies=["direct", "rlm", "rlm-nosub"], model="openai/scripted",
+            base_url=server.url, executor=executor, concurrency=3, progress=False,
+            plots=False, **extra,
+        )  # fmt: skip
+
+    local = run_eval(config(tmp_path / "local", "local"))
+    before = server.request_count
+    on_ray = run_eval(config(tmp_path / "ray", "ray"))
+    sent_by_ray = server.request_count - before
+
+    def by_job(records: list[dict[str, Any]]) -> dict[tuple[int, str], dict[str, Any]]:
+        return {(r["seed"], r["strategy"]): r for r in records}
+
+    assert not on_ray.interrupted and len(on_ray.ran) == 6
+    mine, theirs = by_job(local.ran), by_job(on_ray.ran)
+    assert sorted(mine) == sorted(theirs)
+    for key, record in theirs.items():
+        assert record["status"] == "ok" and record["score"] == 1.0, record
+        assert record["answer"] == mine[key]["answer"] == record["expected"]
+        assert record["llm_calls"] == mine[key]["llm_calls"]
+        assert record["executor"] == "ray" and record["node"] == "127.0.0.1"
+        assert mine[key]["executor"] == "local"
+    assert sent_by_ray == sum(r["llm_calls"] for r in on_ray.ran)  # the ray cache was empty
+    assert on_ray.report is not None and on_ray.report.exists()
+
+    # the nodes wrote their answers to the cache file at the configured path: a rerun into a
+    # new directory with that cache sends nothing
+    again = run_eval(config(tmp_path / "again", "ray", cache_path=tmp_path / "ray/cache.sqlite"))
+    assert server.request_count == before + sent_by_ray
+    assert len(again.ran) == 6
+    for record in again.ran:
+        assert record["score"] == 1.0 and record["cache_misses"] == 0
+        assert record["cache_hits"] == record["llm_calls"] > 0
+
+
+def test_the_cli_runs_an_eval_on_a_given_ray_cluster(ray_cluster, tmp_path):
+    address = ray_cluster.get_runtime_context().gcs_address
+    out = tmp_path / "eval"
+    done = run_cli(
+        ["eval", "--oracle", "--families", "niah,codeqa", "--lengths", "2k",
+         "--strategies", "rlm", "--executor", "ray", "--ray-address", address,
+         "--out", str(out), "--no-plots", "--quiet"],
+        env=host_env(),
+        timeout=180,
+    )  # fmt: skip
+    assert done.rc == 0, done.err
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted((r["family"], r["score"], r["executor"]) for r in rows) == [
+        ("codeqa", 1.0, "ray"),  # a directory context, written out on the node
+        ("niah", 1.0, "ray"),
+    ]
+    assert "niah" in done.out and (out / "report.md").exists()

@@ -1,8 +1,8 @@
-"""`--executor ray`: batch questions as tasks on a Ray cluster (extra: `pip install
-'recursa[ray]'`).
+"""`--executor ray`: batch questions and eval jobs as tasks on a Ray cluster (extra:
+`pip install 'recursa[ray]'`).
 
-Each question is one Ray task that builds its own RLM from the batch's factory (pickled to
-the node), loads its contexts there (the paths must exist on every node: a shared file
+Each question (or eval job) is one Ray task that builds its own program on the node that
+runs it, loads its contexts there (the paths must exist on every node: a shared file
 system, or a cluster of one machine), runs, and returns its result line; the driver writes
 the lines as they come back, so resume and interruption work as with the local executor.
 A cancelled task is cancelled with `force=True`: its Ray worker is killed, and its sandbox
@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Callable
 from typing import Any
 
 from .batch import BatchConfig, BatchItem, RLMFactory, answer_one
@@ -58,7 +59,59 @@ def start_local_ray(num_cpus: int | None = None, **options: Any) -> Any:
     return ray
 
 
-def _run_task(
+def node_address() -> str | None:
+    """The address of the Ray node running the caller (None outside Ray)."""
+    with contextlib.suppress(Exception):
+        import ray
+
+        return str(ray.util.get_node_ip_address())
+    return None
+
+
+class RayTasks:
+    """A connection to a Ray cluster (joined at `address`, the one this process already
+    has, or a local one started here and stopped by `aclose`) that runs one function as
+    tasks of one CPU each, awaited from asyncio and killed when the awaiting is cancelled."""
+
+    def __init__(self, function: Callable[..., Any], address: str | None = None) -> None:
+        self.started = False
+        ray = import_ray()
+        if not ray.is_initialized():
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                start_local_ray()
+                self.started = True
+        self.ray = ray
+        self.task = ray.remote(num_cpus=1, max_retries=0)(function)
+
+    async def call(self, *args: Any) -> Any:
+        """Run the function on the cluster with `args`; its exception if the task failed."""
+        ref = self.task.remote(*args)
+        try:
+            return await asyncio.wrap_future(ref.future())
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                self.ray.cancel(ref, force=True)
+            raise
+
+    async def aclose(self) -> None:
+        if self.started:
+            self.started = False
+            await asyncio.to_thread(self.ray.shutdown)
+
+
+def task_failure(exc: BaseException) -> str:
+    """One line for a task that failed as a task (its worker died, it could not unpickle,
+    it raised): the cause, not Ray's traceback."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        exc = cause
+    text = " ".join(str(exc).split())[:2000]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _run_question(
     factory: RLMFactory,
     item: dict[str, Any],
     mmap_threshold: int | None,
@@ -77,51 +130,33 @@ def _run_task(
             executor="ray",
         )
     )
-    with contextlib.suppress(Exception):
-        import ray
-
-        record["node"] = ray.util.get_node_ip_address()
+    record["node"] = node_address()
     return record
 
 
 class RayExecutor:
-    """Questions as Ray tasks, at most `concurrency` in flight (the batch's semaphore)."""
+    """Batch questions as Ray tasks, at most `concurrency` in flight (the batch's semaphore)."""
 
     name = "ray"
 
     def __init__(self, factory: RLMFactory, config: BatchConfig) -> None:
         self.factory = factory
         self.config = config
-        self.started = False
-        ray = import_ray()
-        if not ray.is_initialized():
-            if config.ray_address:
-                ray.init(address=config.ray_address, log_to_driver=False)
-            else:
-                start_local_ray()
-                self.started = True
-        self.ray = ray
-        self.task = ray.remote(num_cpus=1, max_retries=0)(_run_task)
+        self.tasks = RayTasks(_run_question, config.ray_address)
 
     async def answer(self, item: BatchItem) -> dict[str, Any]:
         trace_dir = str(self.config.trace_dir) if self.config.trace_dir else None
-        ref = self.task.remote(self.factory, item.to_dict(), self.config.mmap_threshold, trace_dir)
         try:
-            return await asyncio.wrap_future(ref.future())
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                self.ray.cancel(ref, force=True)
-            raise
-        except Exception as exc:  # the task itself failed (its worker died, ...)
-            record = item.to_dict()
-            text = " ".join(str(exc).split())[:2000] or type(exc).__name__
-            record.update(
-                answer=None, status="error", iterations=0, usage={}, run_id="", error=text
+            return await self.tasks.call(
+                self.factory, item.to_dict(), self.config.mmap_threshold, trace_dir
             )
-            record.update(wall_s=0.0, executor="ray")
+        except Exception as exc:
+            record = item.to_dict()
+            record.update(
+                answer=None, status="error", iterations=0, usage={}, run_id="",
+                error=task_failure(exc), wall_s=0.0, executor="ray",
+            )  # fmt: skip
             return record
 
     async def aclose(self) -> None:
-        if self.started:
-            self.started = False
-            await asyncio.to_thread(self.ray.shutdown)
+        await self.tasks.aclose()

@@ -13,14 +13,23 @@ A job is (task, strategy). Finished jobs are appended to `results.jsonl` at once
 (family, length, seed, strategy, model): a rerun with the same output directory skips the
 keys already there, so an interrupted eval resumes where it stopped. Identical LM requests
 are answered from the SQLite response cache, so a rerun into a new directory is free too.
+
+Executors: `local` runs the jobs in this process's event loop (a generated task is made once
+and shared by its strategies); `ray` sends each job to a Ray cluster as a task that makes
+its task, runs it and returns its result line (see `run_job_on_node`), while saving,
+progress, resume and the report stay here. On Ray each node answers from its own cache file
+at the configured path (one shared file on a single machine or a shared file system).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import json
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +59,8 @@ RESULTS = "results.jsonl"
 CACHE = "cache.sqlite"
 ANSWER_LIMIT = 4000
 """Characters of an answer kept in a result line."""
+
+EXECUTORS = ("local", "ray")
 
 Key = tuple[str, int, int, str, str]
 ClientFactory = Callable[[Task], LMClient]
@@ -86,6 +97,10 @@ class EvalConfig:
     context_window: int | None = None
     plots: bool = True
     progress: bool = True
+    executor: str = "local"
+    """`local`, or `ray`: each job a task on a Ray cluster (extra: ray)."""
+    ray_address: str | None = None
+    """The Ray cluster to join; None starts a local one bound to 127.0.0.1."""
     on_result: Callable[[dict[str, Any]], None] | None = None
     """Called with each new result once it is saved; raising in it stops the eval (the
     results saved so far stay, and a rerun resumes after them)."""
@@ -110,6 +125,8 @@ class EvalConfig:
             raise ConfigError("concurrency must be at least 1")
         if not self.strategies:
             raise ConfigError("no strategies given")
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"unknown executor {self.executor!r}: choose local or ray")
 
     @property
     def label(self) -> str:
@@ -128,6 +145,7 @@ class Job:
     seed: int
     strategy: str
     make: Callable[[], Task]
+    """Makes the task; it pickles (a partial of a module-level function) to run on Ray."""
 
     def key(self, model: str) -> Key:
         return (self.family, self.length, self.seed, self.strategy, model)
@@ -199,7 +217,7 @@ def plan(config: EvalConfig) -> list[Job]:
                             length,
                             seed,
                             strategy,
-                            lambda f=family, s=seed, n=length: generate(f, s, n),
+                            functools.partial(generate, family, seed, length),
                         )
                     )
     for task in config.extra_tasks:
@@ -211,10 +229,14 @@ def plan(config: EvalConfig) -> list[Job]:
                     task.length,
                     task.seed,
                     strategy,
-                    lambda t=task: t,
+                    functools.partial(_given, task),
                 )
             )
     return jobs
+
+
+def _given(task: Task) -> Task:
+    return task
 
 
 class _Tasks:
@@ -440,10 +462,99 @@ class _Progress:
             self.bar.stop()
 
 
+class _LocalJobs:
+    """Every job in this event loop: tasks made once per (family, length, seed), one
+    client pool and one response cache for all."""
+
+    name = "local"
+
+    def __init__(self, config: EvalConfig, jobs: list[Job]) -> None:
+        self.config = config
+        self.models = _Models(config)
+        self.workdir = config.out / "contexts"
+        self.tasks = _Tasks(jobs, self.workdir)
+
+    async def answer(self, job: Job) -> dict[str, Any]:
+        return await _answer(self.config, self.models, self.tasks, job)
+
+    async def aclose(self) -> None:
+        await self.models.aclose()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+async def _answer(config: EvalConfig, models: _Models, tasks: _Tasks, job: Job) -> dict[str, Any]:
+    """One job's result line; a task that cannot be made is a result too, not the end."""
+    try:
+        task, context = await tasks.acquire(job)
+    except Exception as exc:
+        return _failed(config, job, _placeholder(job), f"{type(exc).__name__}: {exc}")
+    try:
+        return await _run_job(config, models, job, task, context)
+    finally:
+        tasks.release(job)
+
+
+def run_job_on_node(config: EvalConfig, job: Job) -> dict[str, Any]:
+    """The Ray task: make one job's task, run it and return its result line, with a client
+    pool, a scratch folder and the response cache (at the configured path, on this node)
+    of its own."""
+    from ..ray_executor import node_address
+
+    async def main() -> dict[str, Any]:
+        try:
+            models = _Models(config)
+        except ConfigError as exc:  # this node has no key for the model, ...
+            return _failed(config, job, _placeholder(job), str(exc))
+        workdir = Path(tempfile.mkdtemp(prefix="recursa-eval-"))
+        try:
+            return await _answer(config, models, _Tasks([job], workdir), job)
+        finally:
+            await models.aclose()
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    record = asyncio.run(main())
+    record["executor"], record["node"] = "ray", node_address()
+    return record
+
+
+class _RayJobs:
+    """Every job a task on a Ray cluster; the config travels without what only the driver
+    uses (the callback, the dataset tasks, which travel inside their jobs)."""
+
+    name = "ray"
+
+    def __init__(self, config: EvalConfig) -> None:
+        from ..ray_executor import RayTasks
+
+        cache_path = (config.cache_path or config.out / CACHE).resolve()
+        self.node_config = dataclasses.replace(
+            config,
+            out=config.out.resolve(),
+            cache_path=cache_path,
+            on_result=None,
+            extra_tasks=(),
+            progress=False,
+        )
+        self.tasks = RayTasks(run_job_on_node, config.ray_address)
+
+    async def answer(self, job: Job) -> dict[str, Any]:
+        from ..ray_executor import task_failure
+
+        try:
+            return await self.tasks.call(self.node_config, job)
+        except Exception as exc:  # the task failed as a task: a result, not the end
+            record = _failed(self.node_config, job, _placeholder(job), task_failure(exc))
+            record["executor"] = "ray"
+            return record
+
+    async def aclose(self) -> None:
+        await self.tasks.aclose()
+
+
 async def _run(config: EvalConfig, jobs: list[Job], summary: EvalSummary) -> None:
-    models = _Models(config)
-    workdir = config.out / "contexts"
-    tasks = _Tasks(jobs, workdir)
+    executor: _LocalJobs | _RayJobs = (
+        _RayJobs(config) if config.executor == "ray" else _LocalJobs(config, jobs)
+    )
     limit = asyncio.Semaphore(config.concurrency)
     progress = _Progress(config.progress, len(jobs), config.label)
     stop: list[BaseException] = []
@@ -452,19 +563,10 @@ async def _run(config: EvalConfig, jobs: list[Job], summary: EvalSummary) -> Non
         async with limit:
             if stop:
                 return
-            try:
-                task, context = await tasks.acquire(job)
-            except Exception as exc:  # a task that cannot be made: recorded, not fatal
-                task = Task(job.family, f"{job.family}-{job.length}", "", None, None, "exact",
-                            job.length, job.seed)  # fmt: skip
-                record = _failed(config, job, task, f"{type(exc).__name__}: {exc}")
-            else:
-                try:
-                    record = await _run_job(config, models, job, task, context)
-                finally:
-                    tasks.release(job)
+            record = await executor.answer(job)
         if stop:
             return
+        record.setdefault("executor", executor.name)
         out.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
         out.flush()
         summary.ran.append(record)
@@ -489,8 +591,13 @@ async def _run(config: EvalConfig, jobs: list[Job], summary: EvalSummary) -> Non
                 raise
     finally:
         progress.close()
-        await models.aclose()
-        shutil.rmtree(workdir, ignore_errors=True)
+        await asyncio.shield(executor.aclose())
+
+
+def _placeholder(job: Job) -> Task:
+    """The task of a job whose task could not be made, for its error line."""
+    return Task(job.family, f"{job.family}-{job.length}", "", None, None, "exact",
+                job.length, job.seed)  # fmt: skip
 
 
 def _failed(config: EvalConfig, job: Job, task: Task, error: str) -> dict[str, Any]:
