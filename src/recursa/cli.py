@@ -11,13 +11,13 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
 from .batch import make_batch_command
+from .cli_options import LIMITS, option, stack
 from .context import Context, from_path, from_text
 from .engine import RLM, Auto, Direct, RunResult
 from .errors import ConfigError, RecursaError
@@ -26,7 +26,6 @@ from .events import Event, Listener, RunEnded
 from .lm.pricing import PriceTable
 from .mining.cli import distill_command, mine_command, pipeline_command
 from .progress import Progress
-from .sandbox import BACKENDS
 from .sandbox.process import kill_all_live
 from .server.cli import mcp, serve
 from .trace.jsonl import JsonlTrace
@@ -41,86 +40,50 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-def _run_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """The options `run` and `demo` share: model, limits, sandbox and output."""
-    options = [
-        click.option("--model", envvar="RECURSA_MODEL", help="Root model, PROVIDER/MODEL."),
-        click.option("--sub-model", envvar="RECURSA_SUB_MODEL", help="Model for llm_query."),
-        click.option("--base-url", help="Base URL of an OpenAI-compatible server."),
-        click.option("--max-depth", type=click.IntRange(min=1), default=1, show_default=True),
-        click.option("--max-iterations", type=click.IntRange(min=1), default=30, show_default=True),
-        click.option("--max-llm-calls", type=click.IntRange(min=1)),
-        click.option("--max-tokens", type=click.IntRange(min=1)),
-        click.option("--max-cost", type=click.FloatRange(min=0, min_open=True), help="USD."),
-        click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds."),
-        click.option("--cell-timeout", type=click.FloatRange(min=0, min_open=True), default=60.0),
-        click.option("--concurrency", type=click.IntRange(min=1), default=16, show_default=True),
-        click.option(
-            "--max-output-chars", type=click.IntRange(min=100), default=20_000, show_default=True
-        ),
-        click.option("--sandbox", type=click.Choice(BACKENDS), default="auto", show_default=True),
-        click.option(
-            "--memory-limit",
-            type=click.IntRange(min=64),
-            metavar="MIB",
-            help="Memory per sandbox worker (default: 2048 + 6x the context's MiB).",
-        ),
-        click.option(
-            "--strategy",
-            type=click.Choice(["rlm", "direct", "auto"]),
-            default="rlm",
-            show_default=True,
-            help="direct: one call with the context in the prompt; auto: direct when small.",
-        ),
-        click.option(
-            "--mode",
-            type=click.Choice(["code", "actions"]),
-            default="code",
-            show_default=True,
-            help="actions: the model emits JSON actions that a kernel runs; no code runs.",
-        ),
-        click.option(
-            "--signature",
-            metavar="SPEC",
-            help="Typed outputs, e.g. 'question, context -> answer: int, evidence: list[str]'.",
-        ),
-        click.option(
-            "--context-window",
-            type=click.IntRange(min=1),
-            help="The root model's window in tokens, where the built-in table is wrong.",
-        ),
-        click.option(
-            "--price",
-            "price_args",
-            multiple=True,
-            metavar="MODEL=IN,OUT",
-            help="A model's price in USD per million input and output tokens.",
-        ),
-        click.option("--prices", "prices_file", help="A JSON file of model prices."),
-        click.option("--trace", "trace_path", metavar="FILE", help="Write events as JSON lines."),
-        click.option(
-            "--trace-context",
-            is_flag=True,
-            help="Store the contexts' text and full sub-query prompts in the trace.",
-        ),
-        click.option("--otel", is_flag=True, help="Export spans with OpenTelemetry (extra: otel)."),
-        click.option(
-            "--no-guards",
-            is_flag=True,
-            help="Do not stop a run that repeats itself (stalled), nor warn on printed context.",
-        ),
-        click.option(
-            "--no-store",
-            is_flag=True,
-            envvar="RECURSA_NO_STORE",
-            help="Do not keep this run in the run store (recursa runs list).",
-        ),
-        click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
-        click.option("--quiet", is_flag=True, help="No progress on standard error."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+_run_options = stack(
+    option("model"),
+    option("sub_model"),
+    option("base_url"),
+    *(option(name) for name in LIMITS),
+    option("sandbox"),
+    option("memory_limit"),
+    click.option(
+        "--strategy",
+        type=click.Choice(["rlm", "direct", "auto"]),
+        default="rlm",
+        show_default=True,
+        help="direct: one call with the context in the prompt; auto: direct when small.",
+    ),
+    option("mode"),
+    click.option(
+        "--signature",
+        metavar="SPEC",
+        help="Typed outputs, e.g. 'question, context -> answer: int, evidence: list[str]'.",
+    ),
+    click.option(
+        "--context-window",
+        type=click.IntRange(min=1),
+        help="The root model's window in tokens, where the built-in table is wrong.",
+    ),
+    option("price_args"),
+    option("prices_file"),
+    click.option("--trace", "trace_path", metavar="FILE", help="Write events as JSON lines."),
+    click.option(
+        "--trace-context",
+        is_flag=True,
+        help="Store the contexts' text and full sub-query prompts in the trace.",
+    ),
+    click.option("--otel", is_flag=True, help="Export spans with OpenTelemetry (extra: otel)."),
+    click.option(
+        "--no-guards",
+        is_flag=True,
+        help="Do not stop a run that repeats itself (stalled), nor warn on printed context.",
+    ),
+    option("no_store"),
+    click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
+    option("quiet"),
+)
+"""The options `run`, `demo` and `batch` share: model, limits, sandbox and output."""
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

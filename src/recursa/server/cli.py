@@ -13,8 +13,8 @@ from typing import Any
 
 import click
 
+from ..cli_options import LIMITS, option, stack
 from ..errors import ConfigError, RecursaError
-from ..sandbox import BACKENDS
 
 
 def require_extra(modules: tuple[str, ...], extra: str, command: str) -> None:
@@ -28,54 +28,29 @@ def require_extra(modules: tuple[str, ...], extra: str, command: str) -> None:
             ) from None
 
 
-def _shared_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """What `serve` and `mcp` share: the sub-model, the provider's URL, allowed paths and
-    the limits of `recursa run`, which here are maxima a request may lower but not raise."""
-    options = [
-        click.option("--sub-model", envvar="RECURSA_SUB_MODEL", help="Model for llm_query."),
-        click.option("--base-url", help="Base URL of the served provider's server."),
-        click.option(
-            "--allow-path",
-            "allow_paths",
-            multiple=True,
-            metavar="DIR",
-            help="A directory whose files and subdirectories requests may name (repeatable).",
-        ),
-        click.option("--max-depth", type=click.IntRange(min=1), default=1, show_default=True),
-        click.option("--max-iterations", type=click.IntRange(min=1), default=30, show_default=True),
-        click.option("--max-llm-calls", type=click.IntRange(min=1)),
-        click.option("--max-tokens", type=click.IntRange(min=1)),
-        click.option("--max-cost", type=click.FloatRange(min=0, min_open=True), help="USD."),
-        click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds."),
-        click.option("--cell-timeout", type=click.FloatRange(min=0, min_open=True), default=60.0),
-        click.option("--concurrency", type=click.IntRange(min=1), default=16, show_default=True),
-        click.option(
-            "--max-output-chars", type=click.IntRange(min=100), default=20_000, show_default=True
-        ),
-        click.option("--sandbox", type=click.Choice(BACKENDS), default="auto", show_default=True),
-        click.option(
-            "--mode",
-            type=click.Choice(["code", "actions"]),
-            default="code",
-            show_default=True,
-            help="actions: served runs use the action protocol; no model-written code runs.",
-        ),
-        click.option("--memory-limit", type=click.IntRange(min=64), metavar="MIB"),
-        click.option(
-            "--price", "price_args", multiple=True, metavar="MODEL=IN,OUT", help="USD per Mtok."
-        ),
-        click.option("--prices", "prices_file", help="A JSON file of model prices."),
-        click.option(
-            "--no-store",
-            is_flag=True,
-            envvar="RECURSA_NO_STORE",
-            help="Do not keep runs in the run store.",
-        ),
-        click.option("--quiet", is_flag=True, help="No log lines on standard error."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+_shared_options = stack(
+    option("sub_model"),
+    option("base_url", help="Base URL of the served provider's server."),
+    click.option(
+        "--allow-path",
+        "allow_paths",
+        multiple=True,
+        metavar="DIR",
+        help="A directory whose files and subdirectories requests may name (repeatable).",
+    ),
+    *(option(name) for name in LIMITS),
+    option("sandbox"),
+    option(
+        "mode", help="actions: served runs use the action protocol; no model-written code runs."
+    ),
+    option("memory_limit"),
+    option("price_args"),
+    option("prices_file"),
+    option("no_store", help="Do not keep runs in the run store."),
+    option("quiet", help="No log lines on standard error."),
+)
+"""What `serve` and `mcp` share: the sub-model, the provider's URL, allowed paths and the
+limits of `recursa run`, which here are maxima a request may lower but not raise."""
 
 
 def _settings(opts: dict[str, Any], models: list[str], *, any_path: bool = False) -> Any:
@@ -258,7 +233,7 @@ def _run_uvicorn(
 
 
 @click.command("mcp")
-@click.option("--model", envvar="RECURSA_MODEL", help="Root model, PROVIDER/MODEL.")
+@option("model")
 @_shared_options
 def mcp(model: str | None, **opts: Any) -> int:
     """Serve an MCP tool over standard input and output (extra: mcp).

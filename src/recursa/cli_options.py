@@ -1,0 +1,109 @@
+"""The command-line options that `run`, `demo`, `batch`, `serve` and `mcp` share, defined
+once, so that a limit's default or check cannot drift between the commands."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from .sandbox import BACKENDS
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
+    "model": (("--model",), {"envvar": "RECURSA_MODEL", "help": "Root model, PROVIDER/MODEL."}),
+    "sub_model": (
+        ("--sub-model",),
+        {"envvar": "RECURSA_SUB_MODEL", "help": "Model for llm_query."},
+    ),
+    "base_url": (("--base-url",), {"help": "Base URL of an OpenAI-compatible server."}),
+    "max_depth": (("--max-depth",), {"type": click.IntRange(min=1), "default": 1}),
+    "max_iterations": (("--max-iterations",), {"type": click.IntRange(min=1), "default": 30}),
+    "max_llm_calls": (("--max-llm-calls",), {"type": click.IntRange(min=1)}),
+    "max_tokens": (("--max-tokens",), {"type": click.IntRange(min=1)}),
+    "max_cost": (("--max-cost",), {"type": click.FloatRange(min=0, min_open=True), "help": "USD."}),
+    "timeout": (
+        ("--timeout",),
+        {"type": click.FloatRange(min=0, min_open=True), "help": "Seconds."},
+    ),
+    "cell_timeout": (
+        ("--cell-timeout",),
+        {"type": click.FloatRange(min=0, min_open=True), "default": 60.0},
+    ),
+    "concurrency": (("--concurrency",), {"type": click.IntRange(min=1), "default": 16}),
+    "max_output_chars": (
+        ("--max-output-chars",),
+        {"type": click.IntRange(min=100), "default": 20_000},
+    ),
+    "sandbox": (("--sandbox",), {"type": click.Choice(BACKENDS), "default": "auto"}),
+    "memory_limit": (
+        ("--memory-limit",),
+        {
+            "type": click.IntRange(min=64),
+            "metavar": "MIB",
+            "help": "Memory per sandbox worker (default: 2048 + 6x the context's MiB).",
+        },
+    ),
+    "mode": (
+        ("--mode",),
+        {
+            "type": click.Choice(["code", "actions"]),
+            "default": "code",
+            "help": "actions: the model emits JSON actions that a kernel runs; no code runs.",
+        },
+    ),
+    "price_args": (
+        ("--price", "price_args"),
+        {
+            "multiple": True,
+            "metavar": "MODEL=IN,OUT",
+            "help": "A model's price in USD per million input and output tokens.",
+        },
+    ),
+    "prices_file": (("--prices", "prices_file"), {"help": "A JSON file of model prices."}),
+    "no_store": (
+        ("--no-store",),
+        {
+            "is_flag": True,
+            "envvar": "RECURSA_NO_STORE",
+            "help": "Do not keep this run in the run store (recursa runs list).",
+        },
+    ),
+    "quiet": (("--quiet",), {"is_flag": True, "help": "No progress on standard error."}),
+}
+
+LIMITS = (
+    "max_depth",
+    "max_iterations",
+    "max_llm_calls",
+    "max_tokens",
+    "max_cost",
+    "timeout",
+    "cell_timeout",
+    "concurrency",
+    "max_output_chars",
+)
+"""The run limits, in the order `--help` lists them."""
+
+
+def option(name: str, **changes: Any) -> Callable[[F], F]:
+    """The shared option `name`, with `changes` to its click settings (a command's own
+    help text, most often)."""
+    decls, settings = _OPTIONS[name]
+    merged = {**settings, **changes}
+    if "default" in merged and not merged.get("is_flag"):
+        merged.setdefault("show_default", True)
+    return click.option(*decls, **merged)
+
+
+def stack(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    """Apply `decorators` so that `--help` lists their options in the order given."""
+
+    def apply(func: F) -> F:
+        for decorator in reversed(decorators):
+            func = decorator(func)
+        return func
+
+    return apply
