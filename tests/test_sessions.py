@@ -88,7 +88,9 @@ def test_each_new_question_tells_the_model_which_context_arrived_and_what_it_kee
     assert "Every variable from before is still in the REPL; `history` holds" in second
     assert third.startswith("New question: THIRD?")
     assert "A new context arrived" not in third
-    assert third == prompts.NEW_QUESTION.format(question="THIRD?", contexts="")
+    assert third == prompts.NEW_QUESTION.format(
+        question="THIRD?", contexts="", repl=prompts.REPL_KEPT
+    )
 
 
 def test_history_in_a_later_question_is_the_whole_conversation_so_far(serve) -> None:

@@ -16,13 +16,14 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
 from . import prompts
 from .budget import Ledger, Limits
-from .context import Context, from_value
+from .context import Context, from_path, from_value
 from .controllers import known_controller
 from .errors import BudgetExceeded, ConfigError, LMError, SandboxError
 from .events import (
@@ -92,6 +93,8 @@ class RLM:
     `model` and `sub_model` are `PROVIDER/MODEL` names (defaults: RECURSA_MODEL and
     RECURSA_SUB_MODEL). `client` replaces the HTTP clients with any `LMClient` (tests).
     `signature` types the outputs (SUBMIT); `tools` are host callables the REPL may call.
+    `mmap_threshold` (bytes): a context given as a `Path` to a file of at least this size
+    is memory-mapped by the worker (default: RECURSA_MMAP_THRESHOLD, else 64 MiB).
     """
 
     strategy: ClassVar[str] = "rlm"
@@ -117,6 +120,7 @@ class RLM:
         sandbox: str = "auto",
         sandbox_options: dict[str, Any] | None = None,
         memory_limit: int | None = None,
+        mmap_threshold: int | None = None,
         context_window: int | None = None,
         compact_at: float = 0.8,
         prices: PriceTable | None = None,
@@ -161,6 +165,9 @@ class RLM:
             if type(memory_limit) is not int or memory_limit < 64:
                 raise ConfigError(f"memory_limit must be at least 64 (MiB), not {memory_limit!r}")
             self.sandbox_options["memory_limit"] = memory_limit
+        if mmap_threshold is not None and (type(mmap_threshold) is not int or mmap_threshold < 0):
+            raise ConfigError(f"mmap_threshold must be a number of bytes, not {mmap_threshold!r}")
+        self.mmap_threshold = mmap_threshold
         self.context_window = context_window
         self.compact_at = compact_at
         self.prices = prices or PriceTable.default()
@@ -224,6 +231,12 @@ class RLM:
         """Which strategy runs this call: fixed here; `Auto` looks at the input's size."""
         return self.strategy
 
+    def load(self, value: Any, name: str = "<value>") -> Context:
+        """A context as this program loads it: a `Path` with its `mmap_threshold`."""
+        if isinstance(value, Path):
+            return from_path(str(value), mmap_threshold=self.mmap_threshold)
+        return from_value(value, name)
+
     async def arun(
         self,
         question: str,
@@ -237,7 +250,7 @@ class RLM:
         """Answer `question`. `context` is one value; `contexts` several (context_0, ...);
         `inputs` are a signature's other inputs, also set as REPL variables; `run_id` names
         the run (a fresh one is made when None)."""
-        loaded = _load_contexts(context, contexts)
+        loaded = _load_contexts(self, context, contexts)
         listeners = [*self.listeners, *([on_event] if on_event else [])]
         run = _Run(self, listeners, run_id)
         return await run.execute(question, loaded, dict(inputs or {}))
@@ -504,12 +517,12 @@ def _sync(coro: Any) -> Any:
     return box["result"]
 
 
-def _load_contexts(context: Any, contexts: list[Any] | None) -> list[Context]:
+def _load_contexts(rlm: RLM, context: Any, contexts: list[Any] | None) -> list[Context]:
     if contexts is not None and context is not None:
         raise ConfigError("give either context or contexts, not both")
     if contexts is not None:
-        return [from_value(c, f"<context_{i}>") for i, c in enumerate(contexts)]
-    return [] if context is None else [from_value(context)]
+        return [rlm.load(c, f"<context_{i}>") for i, c in enumerate(contexts)]
+    return [] if context is None else [rlm.load(context)]
 
 
 def _positive_int(name: str, value: Any) -> None:

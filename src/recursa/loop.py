@@ -178,7 +178,7 @@ class Loop:
                 sandbox = await self._ready()
                 start = len(self.contexts)
                 self.contexts.extend(new_contexts)
-                await sandbox.add(build_payload(new_contexts), {"history": self.log})
+                lost = await sandbox.add(build_payload(new_contexts), {"history": self.log})
                 for i, ctx in enumerate(new_contexts, start=start):
                     # Named as the worker names it: alone it is `context`; with others,
                     # `context` becomes the list of all of them and each is `context_i`.
@@ -189,8 +189,9 @@ class Loop:
                 if len(self.contexts) > 1:
                     added += prompts.CONTEXT_NOW_LIST.format(n=len(self.contexts))
             else:
-                await (await self._ready()).add(ContextPayload(), {"history": self.log})
-            self.first = prompts.NEW_QUESTION.format(question=question, contexts=added)
+                lost = await (await self._ready()).add(ContextPayload(), {"history": self.log})
+            repl = prompts.REPL_RESTARTED.format(why=lost) if lost else prompts.REPL_KEPT
+            self.first = prompts.NEW_QUESTION.format(question=question, contexts=added, repl=repl)
             self._append({"role": "user", "content": self.first})
         return await self._turns()
 

@@ -124,8 +124,13 @@ INPUTS = "Inputs (also REPL variables of the same names):\n{inputs}\n\n"
 NEW_QUESTION = """\
 New question: {question}
 
-{contexts}Every variable from before is still in the REPL; `history` holds the whole \
-conversation so far as a list of {{"role", "content"}} messages."""
+{contexts}{repl} `history` holds the whole conversation so far as a list of \
+{{"role", "content"}} messages."""
+REPL_KEPT = "Every variable from before is still in the REPL;"
+REPL_RESTARTED = (
+    "The REPL was restarted before this question ({why}): every variable you made before "
+    "is gone, every context is loaded again, and"
+)
 NEW_CONTEXT = "A new context arrived. {description}\n\n"
 CONTEXT_NOW_LIST = (
     "`context` is now the list of all {n} contexts, in the order they came; each is also "

@@ -1,9 +1,12 @@
 """Sessions: a conversation whose REPL persists from one question to the next.
 
-Each `ask` may bring a new context (context_0, context_1, ... in the order they came); the
-model is told what it has. The whole conversation is kept in the REPL as `history`, and the
-root's prompt is compacted into a summary when it nears the model's window. Limits hold for
-the whole session; each answer reports the usage of its own question.
+Each `ask` may bring new contexts (context_0, context_1, ... in the order they came); the
+model is told what it has. Under bwrap or docker, a directory or mapped file that arrives
+later restarts the worker with every context's paths bound (the sandbox's `add`): contexts
+and `history` come back, the model's own variables do not, and it is told so. The whole
+conversation is kept in the REPL as `history`, and the root's prompt is compacted into a
+summary when it nears the model's window. Limits hold for the whole session; each answer
+reports the usage of its own question.
 """
 
 from __future__ import annotations
@@ -11,8 +14,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from .context import from_value
-from .errors import LMError, SandboxError
+from .errors import ConfigError, LMError, SandboxError
 from .events import Listener, RLMStarted
 from .loop import Loop, Outcome
 
@@ -36,12 +38,22 @@ class Session:
             listener(event)
 
     async def aask(
-        self, question: str, context: Any = None, *, on_event: Listener | None = None
+        self,
+        question: str,
+        context: Any = None,
+        *,
+        contexts: list[Any] | None = None,
+        on_event: Listener | None = None,
     ) -> RunResult:
-        """Ask the next question, with an optional new context."""
+        """Ask the next question, with an optional new context (or several: `contexts`),
+        loaded as the RLM loads them (a `Path` with its `mmap_threshold`)."""
+        if contexts is not None and context is not None:
+            raise ConfigError("give either context or contexts, not both")
         async with self._lock:
             self._listeners = [on_event] if on_event else []
-            new = [] if context is None else [from_value(context, f"<context_{self.asked}>")]
+            values = list(contexts or []) if context is None else [context]
+            first = len(self.loop.contexts) if self.loop is not None else 0
+            new = [self.rlm.load(v, f"<context_{i}>") for i, v in enumerate(values, first)]
             before = self.run.ledger.usage()
             mark = len(self.run.events)
             if self.loop is None:

@@ -61,7 +61,10 @@ class Sandbox(Protocol):
 
     async def add(
         self, payload: ContextPayload, variables: dict[str, Any] | None = None
-    ) -> None: ...
+    ) -> str | None:
+        """Give the REPL more contexts and variables; what was lost to a restart this
+        needed (None: nothing)."""
+        ...
 
     async def get_value(self, name: str) -> dict[str, Any] | None: ...
 

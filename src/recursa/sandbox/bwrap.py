@@ -116,6 +116,7 @@ def bwrap_problem(python: str | None = None) -> str | None:
 class BwrapSandbox(SubprocessSandbox):
     name = "bwrap"
     drop_caps = False  # bwrap drops them all itself
+    binds_paths = True
 
     def init_options(self) -> dict[str, Any]:
         return {}  # --die-with-parent and the pid namespace's init cover the tree

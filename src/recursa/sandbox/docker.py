@@ -111,6 +111,7 @@ class DockerSandbox(SubprocessSandbox):
     drop_caps = False  # the limits are the container's; the client needs none of ours
     use_cgroup = False
     limit_tree = False  # rlimits on the Go client would break it
+    binds_paths = True
 
     def __init__(self, *, image: str | None = None, **options: Any) -> None:
         super().__init__(**options)

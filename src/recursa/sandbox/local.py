@@ -264,12 +264,15 @@ class LocalSandbox:
             self._call_time += time.monotonic() - self._call_since
             self._call_since = None
 
-    async def add(self, payload: ContextPayload, variables: dict[str, Any] | None = None) -> None:
+    async def add(
+        self, payload: ContextPayload, variables: dict[str, Any] | None = None
+    ) -> str | None:
         if self._worker is None:
             self._spawn()
         assert self._worker is not None
         header = {"op": "add", "contexts": payload.specs, "vars": variables or {}}
         await self._submit(self._worker.add, header, payload.body)
+        return None  # the REPL lives in this process: nothing is ever out of its sight
 
     async def get_value(self, name: str) -> dict[str, Any] | None:
         if self._worker is None:

@@ -61,6 +61,9 @@ class SubprocessSandbox:
     """Put the worker's tree in a cgroup capping processes and memory, where one can be made."""
     limit_tree = True
     """Put rlimits and the cgroup on the started tree (False: the wrapper limits itself)."""
+    binds_paths = False
+    """The worker sees only the host paths bound as it starts (bwrap, docker): a context
+    whose files lie elsewhere needs a new worker (see `add`)."""
 
     def __init__(
         self,
@@ -103,6 +106,10 @@ class SubprocessSandbox:
         self._write_lock = asyncio.Lock()
         self._exec_id = 0
         self.restarts = 0
+        self.bound: list[str] = []
+        """The contexts' host paths the running worker was started with."""
+        self._told: str | None = None
+        """A restart between blocks that the next block's result must report."""
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def command(self, payload: ContextPayload) -> list[str]:
@@ -135,6 +142,7 @@ class SubprocessSandbox:
     async def _spawn(self) -> None:
         assert self.workdir is not None
         payload = self._payload()
+        self.bound = payload.host_paths()
         self.limits = self.worker_limits(payload)
         self._drop_cgroup()
         if self.use_cgroup:
@@ -339,10 +347,11 @@ class SubprocessSandbox:
 
     # ---- running code ------------------------------------------------------------------------
     async def execute(self, code: str, handler: CallHandler) -> BlockResult:
-        died: str | None = None
+        told, self._told = self._told, None
         if self.proc is None or self.proc.returncode is not None:
             if self.proc is not None:  # it ended between blocks (a CPU limit, a stray thread)
                 died = f"{self._death_note()}; it was restarted: every variable was lost"
+                told = f"before this block, {died}; context is reloaded"
             await self._restart()
         self._exec_id += 1
         exec_id = self._exec_id
@@ -352,8 +361,8 @@ class SubprocessSandbox:
                 {"op": "exec", "id": exec_id, "code": code, "timeout": self.cell_timeout}
             )
             result = await self._collect(exec_id, handler, pending)
-            if died and not result.restarted:
-                result.restarted = f"before this block, {died}; context is reloaded"
+            if told and not result.restarted:
+                result.restarted = told
             return result
         except WorkerGone as exc:
             await self._restart()
@@ -418,21 +427,58 @@ class SubprocessSandbox:
         with contextlib.suppress(WorkerGone):
             await self._send(reply)
 
-    async def add(self, payload: ContextPayload, variables: dict[str, Any] | None = None) -> None:
+    async def add(
+        self, payload: ContextPayload, variables: dict[str, Any] | None = None
+    ) -> str | None:
         """Give the live REPL more contexts and/or restored variables (like `history`).
-        What survives a restart is the caller's to resend: `start`'s payload function is
-        called again then, so it should return every context added so far."""
+
+        The caller first extends what `start`'s payload function returns: every (re)start
+        builds the worker from it. A worker that ended, or that cannot see the new contexts'
+        files (bwrap and docker bind host paths only as a worker starts), is replaced here
+        by one started from it, so with every context and the union of their paths bound;
+        the model's own variables are lost: the returned note says why, and so does the
+        next block's result."""
         if self.proc is None or self.proc.returncode is not None:
-            await self._restart()
-        try:
-            await self._send(
-                {"op": "add", "contexts": payload.specs, "vars": variables or {}}, payload.body
+            why = self._death_note() if self.proc is not None else "the worker was not running"
+        elif self._unseen(payload):
+            why = (
+                f"a new context's files were out of the worker's sight ({self.name} shows it "
+                "only the host paths bound when it starts)"
             )
-            reply = await asyncio.wait_for(self._read(), self.cell_timeout)
-        except (WorkerGone, TimeoutError) as exc:
+        else:
+            try:
+                await self._hand(payload, variables or {})
+                return None
+            except WorkerGone as exc:  # it ended since the last block; nobody has looked
+                why = str(exc)
+        await self._restart()
+        if unseen := self._unseen(payload):
+            raise SandboxError(f"the restarted worker still cannot see {', '.join(unseen)}")
+        self._told = (
+            f"before this block, {why}, so the worker was restarted: every variable you "
+            "made before was lost; every context and `history` are reloaded"
+        )
+        try:  # the new worker got every context from the payload function: variables only
+            await self._hand(ContextPayload(), variables or {})
+        except WorkerGone as exc:
             raise SandboxError(f"could not hand the worker its new contexts: {exc}") from None
+        return why
+
+    async def _hand(self, payload: ContextPayload, variables: dict[str, Any]) -> None:
+        """One `add` exchange; WorkerGone when the worker is gone or broke the protocol."""
+        await self._send({"op": "add", "contexts": payload.specs, "vars": variables}, payload.body)
+        try:
+            reply = await asyncio.wait_for(self._read(), self.cell_timeout)
+        except TimeoutError:
+            raise SandboxError("the worker did not take its new contexts in time") from None
         if reply.get("op") != "added":
-            raise SandboxError(f"the worker answered {reply.get('op')!r} to add")
+            raise WorkerGone(f"the worker answered {reply.get('op')!r} to add")
+
+    def _unseen(self, payload: ContextPayload) -> list[str]:
+        """The host paths of `payload` that the running worker cannot read."""
+        if not self.binds_paths:
+            return []
+        return [p for p in payload.host_paths() if not _within(p, self.bound)]
 
     async def get_value(self, name: str) -> dict[str, Any] | None:
         try:
@@ -459,6 +505,11 @@ async def reply_for(header: dict[str, Any], handler: CallHandler) -> dict[str, A
         raise
     except Exception as exc:
         return _error_reply(call_id, "LLMQueryError", f"{type(exc).__name__}: {exc}")
+
+
+def _within(path: str, roots: list[str]) -> bool:
+    """Whether `path` is one of `roots` or lies under one (a file of a bound directory)."""
+    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
 
 
 def _error_reply(call_id: Any, error_type: str, message: str) -> dict[str, Any]:
