@@ -241,7 +241,7 @@ def test_only_the_path_of_a_mapped_file_crosses_into_the_sandbox(big_log):
 
     path, _ = big_log
     payload = build_payload([from_path(str(path), mmap_threshold=MIB)])
-    assert payload.body == b""
+    assert len(payload.body) == 0 and bytes(payload.body) == b""
     assert payload.specs == [
         {"kind": "file", "path": str(path.resolve()), "size": path.stat().st_size}
     ]

@@ -17,7 +17,7 @@ from typing import Any
 
 from . import context_files
 from .errors import ConfigError
-from .sandbox.base import ContextPayload
+from .sandbox.base import WRITE_STEP, ContextPayload, PayloadBody, utf8_size
 
 PREVIEW_CHARS = 500
 SKIP_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__"})
@@ -26,7 +26,8 @@ SKIP_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__"})
 @dataclass(slots=True)
 class Context:
     """One loaded context. `kind` is how the worker rebuilds it: text, json, dir, or file
-    (a large file the worker maps itself: `path`, `nbytes`; see context_files.py)."""
+    (a large file the worker maps itself: `path`, `nbytes`; see context_files.py). A
+    directory's files of at least `mmap_threshold` bytes are mapped the same way."""
 
     name: str
     kind: str
@@ -38,6 +39,7 @@ class Context:
     warnings: list[str] = field(default_factory=list)
     path: str | None = None
     nbytes: int = 0
+    mmap_threshold: int = context_files.MMAP_THRESHOLD
 
     @property
     def size(self) -> int:
@@ -65,6 +67,8 @@ class Context:
         ref = {"name": self.name, "kind": self.kind, "size": self.size, "sha256": self.sha256}
         if self.kind == "file":
             ref["sha256_of"] = context_files.FINGERPRINT
+        if self.kind == "dir":  # which of its files the REPL maps: replay maps the same
+            ref["mmap_threshold"] = self.mmap_threshold
         return ref
 
     def as_text(self) -> str:
@@ -89,8 +93,10 @@ class Context:
 
 
 def from_text(text: str, name: str = "<text>") -> Context:
-    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-    ctx = Context(name=name, kind="text", text=text, sha256=digest)
+    digest = hashlib.sha256()
+    for i in range(0, len(text), WRITE_STEP):  # never a whole encoded copy of a large text
+        digest.update(text[i : i + WRITE_STEP].encode("utf-8", "surrogatepass"))
+    ctx = Context(name=name, kind="text", text=text, sha256=digest.hexdigest())
     if not text:
         ctx.warnings.append(f"context {name} is empty")
     return ctx
@@ -137,7 +143,7 @@ def from_path(path: str, *, mmap_threshold: int | None = None) -> Context:
     if not p.exists():
         raise ConfigError(f"context path not found: {path}")
     if p.is_dir():
-        return from_directory(p)
+        return from_directory(p, mmap_threshold=mmap_threshold)
     try:
         size = p.stat().st_size
         if p.is_file() and size and size >= context_files.mmap_threshold(mmap_threshold):
@@ -169,7 +175,9 @@ def from_file(path: str | Path) -> Context:
     )
 
 
-def from_directory(root: Path) -> Context:
+def from_directory(root: Path, *, mmap_threshold: int | None = None) -> Context:
+    """A lazy mapping of its files; those of at least `mmap_threshold` bytes (default:
+    context_files.mmap_threshold()) are MappedText in the REPL, never read whole."""
     files: list[tuple[str, int]] = []
     digest = hashlib.sha256()
     for dirpath, dirnames, filenames in os.walk(root):
@@ -183,7 +191,12 @@ def from_directory(root: Path) -> Context:
             files.append((rel, size))
             digest.update(f"{rel}\0{size}\n".encode())
     ctx = Context(
-        name=str(root), kind="dir", root=str(root.resolve()), files=files, sha256=digest.hexdigest()
+        name=str(root),
+        kind="dir",
+        root=str(root.resolve()),
+        files=files,
+        sha256=digest.hexdigest(),
+        mmap_threshold=context_files.mmap_threshold(mmap_threshold),
     )
     if not files:
         ctx.warnings.append(f"context directory {root} holds no files")
@@ -193,23 +206,34 @@ def from_directory(root: Path) -> Context:
 def build_payload(contexts: list[Context]) -> ContextPayload:
     """Specs and one body for the worker's `init`: each context crosses the channel once."""
     specs: list[dict[str, Any]] = []
-    chunks: list[bytes] = []
+    pieces: list[str | bytes] = []
+    sizes: list[int] = []
     offset = 0
     for ctx in contexts:
         if ctx.kind == "dir":
-            specs.append({"kind": "dir", "root": ctx.root, "files": ctx.files})
+            specs.append(
+                {
+                    "kind": "dir",
+                    "root": ctx.root,
+                    "files": ctx.files,
+                    "mmap_threshold": ctx.mmap_threshold,
+                }
+            )
             continue
         if ctx.kind == "file":  # only the path crosses: the worker maps the file
             specs.append({"kind": "file", "path": ctx.path, "size": ctx.nbytes})
             continue
-        if ctx.kind == "text":
-            data = (ctx.text or "").encode("utf-8", "surrogatepass")
+        if ctx.kind == "text":  # the text itself, encoded a slice at a time as it is sent
+            data: str | bytes = ctx.text or ""
+            size = utf8_size(data)  # at once for ASCII; slice by slice otherwise
         else:
             data = json.dumps(ctx.value).encode("utf-8")
-        specs.append({"kind": ctx.kind, "offset": offset, "length": len(data)})
-        chunks.append(data)
-        offset += len(data)
-    return ContextPayload(specs=specs, body=b"".join(chunks))
+            size = len(data)
+        specs.append({"kind": ctx.kind, "offset": offset, "length": size})
+        pieces.append(data)
+        sizes.append(size)
+        offset += size
+    return ContextPayload(specs=specs, body=PayloadBody.of(pieces, sizes))
 
 
 def describe(contexts: list[Context]) -> str:
@@ -269,11 +293,19 @@ def _describe_dir(var: str, ctx: Context) -> str:
     largest = sorted(ctx.files, key=lambda f: -f[1])[:5]
     listing = "\n".join(f"  {rel}" for rel, _ in ctx.files[:20])
     more = f"\n  ... and {len(ctx.files) - 20:,} more" if len(ctx.files) > 20 else ""
+    mapped = context_files.mapped_in_dir(ctx.files, ctx.mmap_threshold)
+    large = (
+        f"\n{mapped:,} file{_s(mapped)} of at least {ctx.mmap_threshold:,} bytes "
+        f"{'is' if mapped == 1 else 'are'} memory-mapped, never read whole: "
+        f"{context_files.MAPPED_IN_DIR}"
+        if mapped
+        else ""
+    )
     return (
         f"`{var}` is a directory: a mapping of relative path -> file text (read on access), "
         f"{len(ctx.files):,} files, {total:,} bytes in all; `{var}.sizes` maps path -> bytes.\n"
         f"Extensions: {', '.join(f'{e} ({n})' for e, n in exts.most_common(8))}.\n"
-        f"Largest: {', '.join(f'{rel} ({size:,} B)' for rel, size in largest)}.\n"
+        f"Largest: {', '.join(f'{rel} ({size:,} B)' for rel, size in largest)}.{large}\n"
         f"Files:\n{listing}{more}"
     )
 

@@ -124,6 +124,29 @@ def describe_file(
     )
 
 
+MAPPED_IN_DIR = (
+    "in the REPL such a file is a MappedText (like a read-only str: len, slices, find, count, "
+    "search, lines, chunks), not a str."
+)
+
+
+def mapped_in_dir(files: list[tuple[str, int]], threshold: int) -> int:
+    """How many of a directory's files the worker maps (LazyDir in sandbox/worker.py)."""
+    return sum(1 for _, size in files if size and size >= threshold)
+
+
+def edges(path: str, size: int) -> list[str]:
+    """The decoded first and last HEAD_BYTES of a mapped file: where a slice that model code
+    prints usually comes from (`context[:n]`, `context[-n:]`, or `print(context)`, whose
+    output keeps its head and tail). The printed-context guard compares outputs with them,
+    never with the whole file."""
+    with open(path, "rb") as fh:
+        head = fh.read(min(size, HEAD_BYTES))
+        fh.seek(max(size - HEAD_BYTES, len(head)))
+        tail = fh.read(HEAD_BYTES)
+    return [head.decode("utf-8", "replace"), tail.decode("utf-8", "replace")]
+
+
 def parse_jsonl(data: bytes) -> tuple[list[Any] | None, str | None]:
     """(the records, None), or (None, why not) when a line is not JSON."""
     records = []

@@ -12,8 +12,13 @@ import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from . import context_files
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .context import Context
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +134,23 @@ def printed_context(output: str, text: str, probe: int = 64, samples: int = 12) 
     starts = range(0, len(output) - probe + 1, step)
     hits = sum(1 for i in starts if output[i : i + probe] in text)
     return int(len(output) * hits / max(len(starts), 1))
+
+
+def printed_contexts(output: str, contexts: list[Context]) -> int:
+    """`printed_context` over a run's contexts: a text whole, a mapped file by its first and
+    last MiB (`context_files.edges`), where what model code prints of it usually comes from.
+    Probing the whole file would read all of it (gigabytes) for every large output."""
+    total = 0
+    for ctx in contexts:
+        if ctx.kind == "text" and ctx.text:
+            total += printed_context(output, ctx.text)
+        elif ctx.kind == "file" and ctx.path:
+            try:
+                edges = context_files.edges(ctx.path, ctx.nbytes)
+            except OSError:  # gone since the run started: the worker reports that itself
+                continue
+            total += sum(printed_context(output, text) for text in edges)
+    return total
 
 
 def _normal(code: str) -> str:

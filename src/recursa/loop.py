@@ -33,12 +33,12 @@ from .events import (
     TurnStarted,
 )
 from .gateway import estimate_tokens
-from .guards import Guard, printed_context
+from .guards import Guard, printed_contexts
 from .lm.base import Message
 from .lm.windows import context_window
 from .protocol import ParsedTurn, parse_turn
 from .sandbox import make_sandbox
-from .sandbox.base import BlockResult, ContextPayload, Sandbox
+from .sandbox.base import BlockResult, ContextPayload, Sandbox, StreamedTexts
 from .signature import Signature, SignatureError
 
 if TYPE_CHECKING:
@@ -415,7 +415,7 @@ class Loop:
         limit = self.cfg.guards.print_context_chars if self.cfg.guards else 0
         if not limit or len(output) < limit:
             return None
-        chars = sum(printed_context(output, c.text or "") for c in self.contexts if c.text)
+        chars = printed_contexts(output, self.contexts)
         if chars < limit:
             return None
         self.run_.emitter.emit(
@@ -509,6 +509,9 @@ class Loop:
         if fn == "llm_query":
             return await self._sub_query(_text(args, "prompt"), model)
         if fn == "llm_query_batched":
+            streamed = args.get("prompts")
+            if isinstance(streamed, StreamedTexts):
+                return await _batched(self._streamed_sub_queries(streamed, model))
             prompts_ = _texts(args, "prompts")
             return await _batched([self._sub_query(p, model) for p in prompts_])
         if fn == "rlm_query":
@@ -577,6 +580,17 @@ class Loop:
             prompt_for_trace=prompt,
         )
         return completion.text
+
+    def _streamed_sub_queries(self, prompts_: StreamedTexts, model: str | None) -> list[Any]:
+        """Sub-queries whose prompts are read off the channel as each one's turn comes: at
+        most `concurrency` of a large batch's prompts are held here at once."""
+        window = asyncio.Semaphore(self.cfg.concurrency)
+
+        async def one(index: int) -> str:
+            async with window:
+                return await self._sub_query(await prompts_.take(index), model)
+
+        return [one(index) for index in range(len(prompts_))]
 
     async def _child(self, prompt: str, context: Any, model: str | None) -> str:
         """A child RLM at depth + 1, or a plain sub-query once the depth limit is reached."""

@@ -9,6 +9,11 @@ untrusted wherever it appears. `render` bounds a whole turn's observation.
 Kernel-only actions run in a worker thread (a search over a gigabyte must not stall the
 event loop of a server running other jobs); every LM call goes through the run's gateway,
 so the ledger, events and replay see them exactly as in code mode.
+
+A large file (a `file` context, or a directory's file of at least its mmap threshold) is a
+`MappedText`, mapped here in the host as the REPL worker maps it, and closed with the kernel:
+search, lines, preview and ranges stream it; the actions that need a whole text (chunk,
+json_parse, extract, sub_lm, final) get it only up to STR_LIMIT, as `str(context)` does.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from ..context import Context
 from ..errors import BudgetExceeded, ConfigError, LMError
 from ..events import BudgetRefused, ToolCalled
+from ..sandbox._mapped import STR_LIMIT, MappedText
 from ..signature import Signature, SignatureError, parse_signature
 from . import prompts
 from . import schema as s
@@ -51,6 +57,10 @@ SHOW_ITEMS = 20
 ITEM_CHARS = 300
 LINE_CHARS = 500
 LISTED_VARS = 30
+HIT_WINDOW = 2 * ITEM_CHARS
+"""Characters read on each side of a hit in a mapped file: enough for the text `_hit` shows."""
+LINE_PIECE = 1 << 22
+"""Characters of a mapped file read at once when counting lines."""
 
 UNTRUSTED = frozenset({"context", "sub-model", "tool"})
 PROTECTED = re.compile(r"^context(_\d+)?$")
@@ -109,16 +119,25 @@ def label_of(origins: frozenset[str]) -> str:
     return "kernel"
 
 
-class DirView(Mapping[str, str]):
-    """A directory context: relative path -> file text, read when asked for."""
+class DirView(Mapping[str, "str | MappedText"]):
+    """A directory context: relative path -> file text, read when asked for. A file of at
+    least the directory's mmap threshold is a MappedText, as in the REPL, mapped once and
+    unmapped by `close`."""
 
     def __init__(self, ctx: Context) -> None:
         self.root = Path(ctx.root or ".")
         self.sizes = dict(ctx.files)
+        self.mmap_threshold = ctx.mmap_threshold
+        self._mapped: dict[str, MappedText] = {}
 
-    def __getitem__(self, key: str) -> str:
+    def __getitem__(self, key: str) -> str | MappedText:
         if key not in self.sizes:
             raise KeyError(key)
+        size = self.sizes[key]
+        if size and size >= self.mmap_threshold:
+            if key not in self._mapped:
+                self._mapped[key] = MappedText(str(self.root / key))
+            return self._mapped[key]
         return (self.root / key).read_bytes().decode("utf-8", "replace")
 
     def __iter__(self) -> Iterator[str]:
@@ -128,7 +147,12 @@ class DirView(Mapping[str, str]):
         return len(self.sizes)
 
     def as_text(self) -> str:
-        return "\n".join(f"=== {rel} ===\n{self[rel]}" for rel in self.sizes)
+        return "\n".join(f"=== {rel} ===\n{text_of(self[rel])}" for rel in self.sizes)
+
+    def close(self) -> None:
+        for text in self._mapped.values():
+            text.close()
+        self._mapped.clear()
 
 
 # ---- values --------------------------------------------------------------------------------
@@ -138,20 +162,51 @@ def text_of(value: Any) -> str:
     """A value as one text: what search, lines, chunk and prompts read."""
     if isinstance(value, str):
         return value
+    if isinstance(value, MappedText):
+        return _whole(value)
     if isinstance(value, DirView):
         return value.as_text()
     if isinstance(value, list | tuple):
-        return "\n".join(v if isinstance(v, str) else _dumps(v) for v in value)
+        return "\n".join(
+            text_of(v) if isinstance(v, str | MappedText) else _dumps(v) for v in value
+        )
     return _dumps(value)
+
+
+def _whole(text: MappedText) -> str:
+    """All of a mapped file, for an action that needs a whole text: refused past STR_LIMIT,
+    as `str(context)` is in the REPL, so that no action copies gigabytes into the host."""
+    if text.nbytes > STR_LIMIT:
+        raise ActionFailed(
+            f"this needs the whole text of a mapped file of {text.nbytes:,} bytes, and more "
+            f"than {STR_LIMIT:,} are never read whole: search it, or load a range of it "
+            '(load with "unit": "lines" or "chars") and use that.'
+        )
+    return str(text)
+
+
+def _plain(value: Any) -> Any:
+    """A value as JSON holds it: a mapped file as its text, a directory as a dict of texts."""
+    if isinstance(value, MappedText):
+        return _whole(value)
+    if isinstance(value, DirView):
+        return {rel: _plain(text) for rel, text in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _dumps(value: Any) -> str:
     if isinstance(value, DirView):
         return value.as_text()
     try:
-        return json.dumps(value, ensure_ascii=False, default=str)
+        return json.dumps(value, ensure_ascii=False, default=_json_default)
     except (TypeError, ValueError, RecursionError):
         return str(value)
+
+
+def _json_default(value: Any) -> Any:
+    return text_of(value) if isinstance(value, MappedText | DirView) else str(value)
 
 
 def describe(value: Any) -> str:
@@ -159,6 +214,8 @@ def describe(value: Any) -> str:
     if isinstance(value, str):
         lines = value.count("\n") + (1 if value and not value.endswith("\n") else 0)
         return f"str of {len(value):,} characters ({lines:,} line{'' if lines == 1 else 's'})"
+    if isinstance(value, MappedText):  # never its lines or characters: a pass over the file
+        return f"mapped file of {value.nbytes:,} bytes"
     if isinstance(value, DirView):
         return f"directory of {len(value):,} files ({sum(value.sizes.values()):,} bytes)"
     if isinstance(value, list | tuple):
@@ -171,18 +228,26 @@ def describe(value: Any) -> str:
     return type(value).__name__
 
 
-def _segments(value: Any) -> Iterator[tuple[Any, str]]:
-    """What a search reads: a text whole; a list or mapping item by item."""
-    if isinstance(value, str):
-        yield None, value
-    elif isinstance(value, list | tuple):
+def _segments(value: Any) -> Iterator[tuple[Any, str | MappedText]]:
+    """What a search reads: a text whole; a list or mapping item by item. A mapped file is
+    searched where it lies, never read whole."""
+    if isinstance(value, list | tuple):
         for i, item in enumerate(value):
-            yield i, text_of(item)
+            yield i, _segment(item)
     elif isinstance(value, Mapping):
         for key in value:
-            yield key, text_of(value[key])
+            yield key, _segment(value[key])
     else:
-        yield None, text_of(value)
+        yield None, _segment(value)
+
+
+def _segment(value: Any) -> str | MappedText:
+    return value if isinstance(value, str | MappedText) else text_of(value)
+
+
+def _peek(value: Any) -> str:
+    """An item's text for a one-line preview: no more of a mapped file than that line shows."""
+    return value[: ITEM_CHARS + 1] if isinstance(value, MappedText) else text_of(value)
 
 
 def cut(text: str, limit: int) -> str:
@@ -289,7 +354,12 @@ def search_value(
     if regex or ignore_case:
         rx = compile_regex(pattern if regex else re.escape(pattern), ignore_case)
     for item, text in _segments(value):
-        if rx is None:
+        if isinstance(text, MappedText):
+            if rx is None:
+                _literal_mapped(text, pattern, keep, item, found)
+            else:
+                _regex_mapped(text, rx, keep, item, found)
+        elif rx is None:
             _literal(text, pattern, keep, item, found)
         elif nocase and text.isascii():
             _literal_nocase(text, pattern.lower(), keep, item, found)
@@ -390,6 +460,67 @@ def _hit(
     return hit
 
 
+def _literal_mapped(text: MappedText, pattern: str, keep: int, item: Any, found: Found) -> None:
+    """`_literal` over a mapped file: `find` and `count` search its bytes a window at a time,
+    and lines are counted between hits, so a search reads the file once at most."""
+    hits = found.hits
+    pos = last = 0
+    line = 1
+    n = len(pattern)
+    while len(hits) < keep:
+        i = text.find(pattern, pos)
+        if i < 0:
+            return
+        line += text.count("\n", last, i)
+        last = i
+        hits.append(_hit_mapped(text, i, i + n, pattern, (), line, item))
+        found.total += 1
+        pos = i + n
+    found.total += text.count(pattern, pos)
+
+
+def _regex_mapped(
+    text: MappedText, rx: re.Pattern[str], keep: int, item: Any, found: Found
+) -> None:
+    """`_regex` over a mapped file, whose matches come a chunk of text at a time."""
+    hits = found.hits
+    last = 0
+    line = 1
+    matches = text._matches(rx)
+    for i, m in matches:
+        found.total += 1
+        line += text.count("\n", last, i)
+        last = i
+        end = i + m.end() - m.start()
+        hits.append(_hit_mapped(text, i, end, m.group(), m.groups(), line, item))
+        if len(hits) >= keep:
+            break
+    while found.total < COUNT_CAP:
+        batch = sum(1 for _ in islice(matches, min(COUNT_BATCH, COUNT_CAP - found.total)))
+        found.total += batch
+        if batch == 0:
+            return
+    found.capped = next(matches, None) is not None
+
+
+def _hit_mapped(
+    text: MappedText,
+    start: int,
+    end: int,
+    match: str,
+    groups: tuple[Any, ...],
+    line: int,
+    item: Any,
+) -> dict[str, Any]:
+    """`_hit` for a hit in a mapped file, read from a window around it: `_hit` shows at
+    most ITEM_CHARS of a line around the hit, all of them inside the window."""
+    w0 = max(start - HIT_WINDOW, 0)
+    window = text[w0 : end + HIT_WINDOW]
+    hit = _hit(window, start - w0, end - w0, match, groups, line, item)
+    hit["offset"] = start
+    return hit
+
+
 # ---- lines ---------------------------------------------------------------------------------
 
 
@@ -419,6 +550,83 @@ def _line_end(text: str, start: int) -> int:
     return len(text) if nl < 0 else nl
 
 
+def _skip_lines(text: MappedText, pos: int, k: int) -> tuple[int, int]:
+    """(the offset just past the k-th "\n" at or after `pos`, k) in a mapped file, or (its
+    end, the line breaks there were) when it has fewer: pieces are counted, not split."""
+    passed = 0
+    while passed < k:
+        piece = text[pos : pos + LINE_PIECE]
+        if not piece:
+            break
+        n = piece.count("\n")
+        if passed + n >= k:
+            want, lo, hi = k - passed, 0, len(piece)
+            while lo < hi:  # the shortest prefix of the piece that holds `want` of them
+                mid = (lo + hi) // 2
+                if piece.count("\n", 0, mid) >= want:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            return pos + lo, k
+        passed += n
+        pos += len(piece)
+    return pos, passed
+
+
+def _line_start(text: MappedText, first: int) -> int:
+    """Where line `first` (1-based) of a mapped file starts, or -1, as `line_starts` says."""
+    pos, passed = _skip_lines(text, 0, first - 1)
+    return pos if passed == first - 1 and text[pos : pos + 1] else -1
+
+
+def _mapped_lines(text: MappedText, first: int, count: int, cut: int | None) -> list[str]:
+    """Lines `first` onwards of a mapped file, `count` of them, as `line_starts` and
+    `_line_end` split a str; each whole, or only its first `cut` characters (what the
+    observation shows of a line: a line of a gigabyte is not read for it)."""
+    lines: list[str] = []
+    pos = _line_start(text, first)
+    while pos >= 0 and len(lines) < count:
+        nl = text.find("\n", pos)
+        stop = None if nl < 0 else nl
+        if cut is not None:
+            stop = pos + cut if stop is None else min(stop, pos + cut)
+        lines.append(text[pos:stop])
+        if nl < 0 or not text[nl + 1 : nl + 2]:
+            break
+        pos = nl + 1
+    return lines
+
+
+def _mapped_range(text: MappedText, start: int, end: int | None) -> str:
+    """`text[start:end]` of a mapped file, refused past STR_LIMIT characters."""
+    if start < 0 or end is None or end < 0:
+        start, end, _ = slice(start, end).indices(len(text))
+    if end - start > STR_LIMIT:
+        raise ActionFailed(
+            f"that range is {end - start:,} characters; at most {STR_LIMIT:,} of a mapped file "
+            "are read at once: load a smaller range, or search it."
+        )
+    return text[start:end]
+
+
+def _mapped_line_range(text: MappedText, first: int, end: int | None) -> str:
+    """Lines [first, end) of a mapped file, as `_do_load` cuts them from a str: without the
+    line break that ends the last one."""
+    count = None if end is None else max(end - first, 0)
+    lo = _line_start(text, first) if count != 0 else -1
+    if lo < 0:
+        return ""
+    if count is not None:
+        hi, passed = _skip_lines(text, lo, count)
+        if passed == count:
+            return _mapped_range(text, lo, hi - 1)
+    else:
+        hi = len(text)
+    if text[hi - 1 : hi] == "\n":
+        hi -= 1
+    return _mapped_range(text, lo, hi)
+
+
 # ---- the kernel ----------------------------------------------------------------------------
 
 
@@ -440,6 +648,7 @@ class Kernel:
         self._described: dict[str, str] = {}
         self.tools = dict(run.tools) if run is not None else {}
         values = [_context_value(c) for c in contexts]
+        self._opened = [v for v in values if isinstance(v, MappedText | DirView)]
         ctx = frozenset({"context"})
         if len(values) == 1:
             self._set("context", values[0], ctx)
@@ -450,6 +659,11 @@ class Kernel:
         for name, value in (inputs or {}).items():
             if re.match(s.NAME_PATTERN, name) and not PROTECTED.match(name):
                 self._set(name, value, frozenset({"input"}))
+
+    def close(self) -> None:
+        """Unmap the files this kernel mapped: its `file` contexts, directories' large files."""
+        for value in self._opened:
+            value.close()
 
     def _set(self, name: str, value: Any, origins: frozenset[str]) -> None:
         self.vars[name] = value
@@ -530,9 +744,11 @@ class Kernel:
     # ---- looking ---------------------------------------------------------------------------
     def _do_preview(self, a: s.Preview, r: ActionResult) -> None:
         value, origins = self.resolve(a.var)
-        if isinstance(value, str):
-            start = max(len(value) + a.start, 0) if a.start < 0 else min(a.start, len(value))
+        if isinstance(value, str | MappedText):
+            start = max(len(value) + a.start, 0) if a.start < 0 else a.start
             part = value[start : start + a.length]
+            if not part:  # past the end (the length of a mapped file costs a pass over it)
+                start = min(start, len(value))
             about = self.about(a.var, value)
             r.summary = f"`{a.var}` ({about}), characters {start:,} to {start + len(part):,}:"
             r.excerpts.append(Excerpt(origins, part))
@@ -542,11 +758,9 @@ class Kernel:
             start = max(len(keys) + a.start, 0) if a.start < 0 else min(a.start, len(keys))
             chosen = keys[start : start + min(a.length, 200)]
             if isinstance(value, Mapping):
-                lines = [
-                    f"{_one_line(str(k), 200)}: {_one_line(text_of(value[k]))}" for k in chosen
-                ]
+                lines = [f"{_one_line(str(k), 200)}: {_one_line(_peek(value[k]))}" for k in chosen]
             else:
-                lines = [f"[{k}] {_one_line(text_of(value[k]))}" for k in chosen]
+                lines = [f"[{k}] {_one_line(_peek(value[k]))}" for k in chosen]
             body = "\n".join(lines)
             about = self.about(a.var, value)
             r.summary = f"`{a.var}` ({about}), items {start:,} to {start + len(chosen):,}:"
@@ -572,10 +786,13 @@ class Kernel:
                 summary += f"; only the first {len(found.hits):,} hits were kept"
         r.summary = summary + "."
         if shown:
-            texts = dict(_segments(value)) if not isinstance(value, str) else {None: value}
+            texts: dict[Any, str | MappedText] = {}  # only the items hits are in, read once
             lines = []
             for hit in shown:
-                text = texts.get(hit.get("item"), "")
+                item = hit.get("item")
+                if item not in texts:
+                    texts[item] = _segment(value if item is None else value[item])
+                text = texts[item]
                 start, end = hit["offset"], hit["offset"] + len(hit["match"])
                 around = text[max(start - a.context_chars, 0) : end + a.context_chars]
                 where = f"item {hit['item']!r}, " if "item" in hit else ""
@@ -587,12 +804,16 @@ class Kernel:
 
     def _do_lines(self, a: s.Lines, r: ActionResult) -> None:
         value, origins = self.resolve(a.var)
-        text = text_of(value)
-        starts = line_starts(text, a.start, a.count)
-        if not starts:
+        text: str | MappedText
+        if isinstance(value, MappedText):
+            text = value
+            lines = _mapped_lines(text, a.start, a.count, None if a.into else LINE_CHARS + 1)
+        else:
+            text = text_of(value)
+            lines = [text[p : _line_end(text, p)] for p in line_starts(text, a.start, a.count)]
+        if not lines:
             total = text.count("\n") + (1 if text and not text.endswith("\n") else 0)
             raise ActionFailed(f"`{a.var}` has {total:,} lines: there is no line {a.start:,}.")
-        lines = [text[p : _line_end(text, p)] for p in starts]
         last = a.start + len(lines) - 1
         r.summary = f"`{a.var}` lines {a.start:,} to {last:,}:"
         r.excerpts.append(
@@ -609,7 +830,7 @@ class Kernel:
 
     def _do_load(self, a: s.Load, r: ActionResult) -> None:
         value, origins = self.resolve(a.var)
-        unit = a.unit or ("chars" if isinstance(value, str) else "items")
+        unit = a.unit or ("chars" if isinstance(value, str | MappedText) else "items")
         if unit == "items":
             if isinstance(value, Mapping):
                 keys = list(value)[a.start : a.end]
@@ -621,12 +842,16 @@ class Kernel:
                     f'`{a.var}` is a {self.about(a.var, value)}: "unit": "items" needs a list or a '
                     'mapping; use "chars" or "lines".'
                 )
+        elif unit == "chars" and isinstance(value, MappedText):
+            part = _mapped_range(value, a.start, a.end)
         elif unit == "chars":
             part = text_of(value)[a.start : a.end]
+        elif a.start < 1 or (a.end is not None and a.end < 1):
+            raise ActionFailed('with "unit": "lines", start and end are line numbers (1 up).')
+        elif isinstance(value, MappedText):
+            part = _mapped_line_range(value, a.start, a.end)
         else:
             text = text_of(value)
-            if a.start < 1 or (a.end is not None and a.end < 1):
-                raise ActionFailed('with "unit": "lines", start and end are line numbers (1 up).')
             count = None if a.end is None else max(a.end - a.start, 0)
             starts = line_starts(text, a.start, count) if count != 0 else array("q")
             if not starts:
@@ -790,9 +1015,7 @@ class Kernel:
         if ("value" in given) == ("var" in given and a.var is not None):
             raise ActionFailed('final takes either "value" or "var" (not both, not neither).')
         value = a.value if "value" in given else self.resolve(a.var or "")[0]
-        if isinstance(value, DirView):
-            value = dict(value)
-        r.final = (value,)
+        r.final = (_plain(value),)
         r.summary = "final answer given."
 
     # ---- calling out -----------------------------------------------------------------------
@@ -1035,7 +1258,7 @@ class Kernel:
                     raise ActionFailed(f'{{"$var": {_short(value["$var"])}}} names no variable.')
                 found, origins = self.resolve(value["$var"])
                 used.add(origins)
-                return dict(found) if isinstance(found, DirView) else found
+                return _plain(found)
             return {k: self._with_vars(v, used, depth + 1) for k, v in value.items()}
         if isinstance(value, list):
             return [self._with_vars(v, used, depth + 1) for v in value]
@@ -1093,12 +1316,14 @@ def _context_value(ctx: Context) -> Any:
         return ctx.text or ""
     if ctx.kind == "dir":
         return DirView(ctx)
+    if ctx.kind == "file":  # mapped here, as the REPL worker maps it: never read whole
+        return MappedText(ctx.path or "")
     return ctx.value
 
 
 def _step(value: Any, path: str, index: int | None, key: str | None) -> Any:
     if index is not None:
-        if isinstance(value, list | tuple | str):
+        if isinstance(value, list | tuple | str | MappedText):
             if -len(value) <= index < len(value):
                 return value[index]
             raise ActionFailed(f"`{path}` has {len(value):,} item(s): [{index}] is out of range.")

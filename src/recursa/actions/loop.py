@@ -94,6 +94,7 @@ class ActionLoop:
         except LMError as exc:
             outcome = Outcome("error", self.best, self.iterations, str(exc))
         finally:
+            self.kernel.close()
             self.run_.emitter.emit(
                 RLMEnded(
                     rlm="0",
@@ -148,8 +149,8 @@ class ActionLoop:
             name = "context" if len(self.contexts) == 1 else f"context_{i}"
             value = self.kernel.vars[name]
             head = f"[kernel] `{name}` is a {self.kernel.about(name, value)}."
-            if ctx.kind == "text":
-                preview = (ctx.text or "")[:PREVIEW_CHARS]
+            if ctx.kind in ("text", "file"):  # a mapped file: only its start is read
+                preview = value[:PREVIEW_CHARS]
                 title = f"Its first {len(preview):,} characters:"
             else:
                 preview = describe([ctx]).replace("`context`", f"`{name}`", 1)

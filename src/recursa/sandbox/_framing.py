@@ -12,6 +12,7 @@ import struct
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is slow to import, and the worker imports this module at start
+    from collections.abc import Iterable, Iterator
     from typing import Any
 
 MAGIC = b"RCS1"
@@ -89,11 +90,14 @@ except Exception:  # no accelerator, or another one: the json package
         return _json_module.loads(text)
 
 
-def encode_parts(header: dict[str, Any], body: bytes = b"") -> tuple[bytes, bytes, bytes]:
+def encode_parts(
+    header: dict[str, Any], body: bytes = b"", body_size: int | None = None
+) -> tuple[bytes, bytes, bytes]:
     """A frame as (prefix, header bytes, body): large frames are written part by part
-    rather than joined into one more copy."""
+    rather than joined into one more copy. `body_size` announces a body written after."""
     data = dumps(header).encode("utf-8")
-    return MAGIC + _LENGTHS.pack(len(data), len(body)), data, body
+    size = len(body) if body_size is None else body_size
+    return MAGIC + _LENGTHS.pack(len(data), size), data, body
 
 
 SMALL_FRAME = 1 << 20
@@ -109,6 +113,103 @@ def coalesce(parts: tuple[bytes, bytes, bytes]) -> tuple[bytes, ...]:
 
 def encode(header: dict[str, Any], body: bytes = b"") -> bytes:
     return b"".join(encode_parts(header, body))
+
+
+# ---- calls whose prompts travel in the body -----------------------------------------------
+# A batched call over a large context carries megabytes of prompts. As JSON they would be
+# held three times over on each side (the list, its JSON text, its UTF-8 bytes); in the body
+# each prompt is encoded (worker) or decoded (host) on its own as the frame is written or read.
+
+TEXT_ARGS = ("prompt", "prompts")
+"""The call arguments whose text may travel in the body: a string, or a list of strings."""
+BODY_TEXT_MIN = 64 * 1024
+"""Below this many characters of prompts, a call is plain JSON (one small frame)."""
+
+
+class OutgoingCall:
+    """A `call` frame written part by part: its header as JSON, with `texts` giving each
+    body argument's UTF-8 lengths (an int for a string, a list for a list of strings), then
+    each text's bytes in order."""
+
+    def __init__(self, header: dict[str, Any]) -> None:
+        args = dict(header.get("args") or {})
+        bulk = {
+            name: args[name]
+            for name in TEXT_ARGS
+            if isinstance(args.get(name), str)
+            or (isinstance(args.get(name), list) and all(type(t) is str for t in args[name]))
+        }
+        if sum(len(v) if isinstance(v, str) else sum(map(len, v)) for v in bulk.values()) < (
+            BODY_TEXT_MIN
+        ):
+            bulk = {}
+        self.texts: list[str] = []
+        self.body_size = 0
+        layout: dict[str, Any] = {}
+        for name, value in bulk.items():
+            del args[name]
+            items = [value] if isinstance(value, str) else value
+            lengths = [_utf8_len(text) for text in items]  # a lone surrogate raises here
+            self.texts.extend(items)
+            self.body_size += sum(lengths)
+            layout[name] = lengths[0] if isinstance(value, str) else lengths
+        texts = {"texts": layout} if layout else {}
+        self.head = dumps({**header, "args": args, **texts}).encode("utf-8")
+
+    @property
+    def size(self) -> int:
+        return len(self.head) + self.body_size
+
+    def parts(self) -> Iterable[bytes]:
+        """The bytes to write, in order: one joined piece for a small frame; otherwise the
+        prefix, the header and each text, encoded only as its turn comes."""
+        prefix = MAGIC + _LENGTHS.pack(len(self.head), self.body_size)
+        if self.size <= SMALL_FRAME:
+            return (b"".join([prefix, self.head, *(t.encode("utf-8") for t in self.texts)]),)
+        return _chain(prefix, self.head, self.texts)
+
+    def plain(self) -> dict[str, Any]:
+        """The call as the host reads it: a fresh copy of plain JSON data, texts restored."""
+        header = loads(self.head.decode("utf-8"))
+        it = iter(self.texts)
+        for name, spec in header.pop("texts", {}).items():
+            header["args"][name] = next(it) if isinstance(spec, int) else [next(it) for _ in spec]
+        return header
+
+
+def _chain(prefix: bytes, head: bytes, texts: list[str]) -> Iterator[bytes]:
+    yield prefix
+    yield head
+    for text in texts:
+        yield text.encode("utf-8")
+
+
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
+def text_layout(header: dict[str, Any], body_len: int) -> list[tuple[str, list[int], bool]]:
+    """A call frame's body layout: (argument, UTF-8 lengths, whether it is one string), in
+    body order, checked against the body's length (the frame comes from the sandbox)."""
+    texts = header.get("texts")
+    if (
+        header.get("op") != "call"
+        or not isinstance(texts, dict)
+        or not isinstance(header.get("args"), dict)
+    ):
+        raise FrameError("only a call frame with `texts` may carry a body")
+    layout = []
+    for name, spec in texts.items():
+        single = type(spec) is int
+        lengths = [spec] if single else spec
+        if name not in TEXT_ARGS or not isinstance(lengths, list) or name in header["args"]:
+            raise FrameError(f"bad text argument {name!r} in a call frame")
+        if not all(type(n) is int and n >= 0 for n in lengths):
+            raise FrameError(f"bad text lengths for {name!r} in a call frame")
+        layout.append((name, lengths, single))
+    if sum(sum(lengths) for _, lengths, _ in layout) != body_len:
+        raise FrameError("a call frame's text lengths do not add up to its body")
+    return layout
 
 
 def parse_prefix(prefix: bytes, max_body: int) -> tuple[int, int]:

@@ -26,6 +26,7 @@ import _thread
 import mmap
 import operator
 import os
+from itertools import islice as _islice
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -516,9 +517,15 @@ class MappedText:
         rx = re.compile(pattern, flags) if isinstance(pattern, str) else pattern
         if not isinstance(getattr(rx, "pattern", None), str):
             raise TypeError("search() needs a str pattern (or a compiled str pattern)")
-        hits: list[tuple[int, str]] = []
         if max_hits <= 0:
-            return hits
+            return []
+        return [(at, found.group()) for at, found in _islice(self._matches(rx), max_hits)]
+
+    def _matches(self, rx: Any) -> Iterator[tuple[int, Any]]:
+        """(character offset, re.Match over a chunk) for each match of the compiled `rx`, as
+        re.finditer finds them in the whole text, read lazily: `search` takes the first few,
+        and the action kernel (which maps files in the host: actions/kernel.py) counts
+        them all and keeps their groups."""
         at, size = 0, SEARCH_CHUNK  # this chunk: matches that start in [at, at + size)
         pos = 0  # where the next match may start
         while True:
@@ -534,15 +541,13 @@ class MappedText:
                 if not last and found.end() >= len(text):  # it may go on: read more
                     at, size, grow = left + found.start(), size * 2, True
                     break
-                hits.append((left + found.start(), found.group()))
-                if len(hits) >= max_hits:
-                    return hits
+                yield left + found.start(), found
                 pos = left + max(found.end(), found.start() + 1)
             if grow:
                 pos = at
                 continue
             if last:
-                return hits
+                return
             at, size = at + size, SEARCH_CHUNK
             pos = max(pos, at)
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -11,12 +12,120 @@ CallHandler = Callable[[str, dict[str, Any]], Awaitable[Any]]
 Raising sends the error back into the sandbox as an exception the model's code can catch."""
 
 
+WRITE_STEP = 1 << 20
+"""Characters (or bytes) of a payload body encoded and written at a time."""
+
+
+def utf8_size(text: str) -> int:
+    """The length of `text` in UTF-8 (lone surrogates passed through), without holding its
+    encoding: a large non-ASCII text is measured a slice at a time."""
+    if text.isascii():
+        return len(text)
+    return sum(
+        len(text[i : i + WRITE_STEP].encode("utf-8", "surrogatepass"))
+        for i in range(0, len(text), WRITE_STEP)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadBody:
+    """A payload's bulk data as the pieces it is made of (a context's own str, JSON bytes),
+    encoded a slice at a time as it is written: the host never holds a second, encoded
+    copy of a large text (nor the pipe's buffer a third)."""
+
+    pieces: tuple[str | bytes, ...] = ()
+    size: int = 0
+    """Bytes, once encoded."""
+
+    @classmethod
+    def of(cls, pieces: list[str | bytes], sizes: list[int]) -> PayloadBody:
+        return cls(tuple(pieces), sum(sizes))
+
+    def __len__(self) -> int:
+        return self.size
+
+    def chunks(self) -> Iterator[bytes | memoryview]:
+        for piece in self.pieces:
+            if isinstance(piece, bytes):
+                view = memoryview(piece)
+                for i in range(0, len(view), WRITE_STEP):
+                    yield view[i : i + WRITE_STEP]
+            else:
+                for i in range(0, len(piece), WRITE_STEP):
+                    yield piece[i : i + WRITE_STEP].encode("utf-8", "surrogatepass")
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.chunks())
+
+
+NO_BODY = PayloadBody()
+
+
+class StreamedTexts:
+    """The prompts of a batched call still on the channel, read in order as they are taken:
+    the host holds the few in flight, not the whole batch (which the worker holds anyway).
+    Whatever is not taken is skipped before the call is answered (`finish`), so the channel
+    stays in step; `finished` is set once the call's bytes are all read, or cannot be."""
+
+    def __init__(
+        self,
+        lengths: list[int],
+        read: Callable[[int], Awaitable[str]],
+        skip: Callable[[int], Awaitable[None]],
+    ) -> None:
+        self.lengths = lengths
+        self._read, self._skip = read, skip
+        self._ahead: dict[int, str] = {}
+        self._next = 0
+        self._lock = asyncio.Lock()
+        self.finished = asyncio.Event()
+        self.broken: BaseException | None = None
+        if not lengths:
+            self.finished.set()
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    async def take(self, index: int) -> str:
+        """Prompt `index` (each is taken once); those before it are read and kept."""
+        async with self._lock:
+            while self._next <= index:
+                at = self._next  # `_step` moves it on
+                self._ahead[at] = await self._step(self._read)
+            return self._ahead.pop(index)
+
+    async def finish(self) -> None:
+        """Skip what was not taken, so that the next frame can be read."""
+        async with self._lock:
+            self._ahead.clear()
+            while self._next < len(self.lengths):
+                await self._step(self._skip)
+
+    def abandon(self, why: BaseException) -> None:
+        """The channel is out of step for good (cancelled mid-read): the worker must go."""
+        self.broken = self.broken or why
+        self.finished.set()
+
+    async def _step(self, action: Callable[[int], Awaitable[Any]]) -> Any:
+        if self.broken is not None:
+            raise self.broken
+        try:
+            value = await action(self.lengths[self._next])
+        except BaseException as exc:
+            self.abandon(exc)
+            raise
+        self._next += 1
+        if self._next == len(self.lengths):
+            self.finished.set()
+        return value
+
+
 @dataclass(frozen=True, slots=True)
 class ContextPayload:
-    """What the worker loads once at start: one spec per context, bulk bytes in `body`."""
+    """What the worker loads once at start: one spec per context, bulk data in `body`."""
 
     specs: list[dict[str, Any]] = field(default_factory=list)
-    body: bytes = b""
+    body: PayloadBody = NO_BODY
     variables: dict[str, Any] = field(default_factory=dict)
     """Names the host sets and the REPL restores after every block (signature inputs,
     a session's `history`), as JSON values."""

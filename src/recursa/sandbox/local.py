@@ -104,8 +104,8 @@ class _LocalWorker(_worker.Worker):
         finally:
             self.snapshot = {}
 
-    def exchange(self, call_id: int, parts: tuple[bytes, bytes, bytes]) -> dict[str, Any]:
-        return self.box.call_from_thread(json.loads(parts[1]))
+    def exchange(self, call_id: int, frame: Any) -> dict[str, Any]:
+        return self.box.call_from_thread(frame.plain())
 
     def _redirect(self, out: Any, err: Any) -> Any:
         _route(out, err)
@@ -184,7 +184,7 @@ class LocalSandbox:
                 "max_output": self.max_output,
                 "tools": self._tools,
             },
-            payload.body,
+            bytes(payload.body),
         )
         self._worker = worker
         self._jobs = queue.SimpleQueue()
@@ -271,7 +271,7 @@ class LocalSandbox:
             self._spawn()
         assert self._worker is not None
         header = {"op": "add", "contexts": payload.specs, "vars": variables or {}}
-        await self._submit(self._worker.add, header, payload.body)
+        await self._submit(self._worker.add, header, bytes(payload.body))
         return None  # the REPL lives in this process: nothing is ever out of its sight
 
     async def get_value(self, name: str) -> dict[str, Any] | None:

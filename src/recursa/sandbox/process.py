@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -26,7 +27,14 @@ from typing import Any
 
 from ..errors import BudgetExceeded, SandboxError
 from . import _framing, _limits
-from .base import BlockResult, CallHandler, ContextPayload
+from .base import (
+    NO_BODY,
+    BlockResult,
+    CallHandler,
+    ContextPayload,
+    PayloadBody,
+    StreamedTexts,
+)
 
 WORKER_PATH = Path(__file__).with_name("worker.py")
 STDERR_TAIL = 4096
@@ -106,6 +114,8 @@ class SubprocessSandbox:
         self._write_lock = asyncio.Lock()
         self._exec_id = 0
         self.restarts = 0
+        self._streaming: StreamedTexts | None = None
+        """A call whose prompts are still being read from the channel (see `_read`)."""
         self.bound: list[str] = []
         """The contexts' host paths the running worker was started with."""
         self._told: str | None = None
@@ -142,6 +152,7 @@ class SubprocessSandbox:
     async def _spawn(self) -> None:
         assert self.workdir is not None
         payload = self._payload()
+        self._streaming = None
         self.bound = payload.host_paths()
         self.limits = self.worker_limits(payload)
         self._drop_cgroup()
@@ -294,19 +305,29 @@ class SubprocessSandbox:
         await self._spawn()
 
     # ---- framing -----------------------------------------------------------------------------
-    async def _send(self, header: dict[str, Any], body: bytes = b"") -> None:
+    async def _send(self, header: dict[str, Any], body: PayloadBody = NO_BODY) -> None:
         if self.proc is None:
             raise WorkerGone("no worker")
         await self._send_to(self.proc, header, body)
 
     async def _send_to(
-        self, proc: asyncio.subprocess.Process, header: dict[str, Any], body: bytes = b""
+        self,
+        proc: asyncio.subprocess.Process,
+        header: dict[str, Any],
+        body: PayloadBody = NO_BODY,
     ) -> None:
+        """Write one frame. A large body goes a slice at a time, each drained before the
+        next is encoded, so neither it nor the pipe's buffer is ever held whole."""
         assert proc.stdin is not None
         async with self._write_lock:
             try:
-                for part in _framing.coalesce(_framing.encode_parts(header, body)):
-                    proc.stdin.write(part)
+                if len(body) <= _framing.SMALL_FRAME:
+                    proc.stdin.write(_framing.encode(header, bytes(body)))
+                else:
+                    proc.stdin.write(b"".join(_framing.encode_parts(header, b"", len(body))))
+                    for chunk in body.chunks():
+                        await proc.stdin.drain()
+                        proc.stdin.write(chunk)
                 await proc.stdin.drain()
             except (BrokenPipeError, ConnectionResetError) as exc:
                 raise WorkerGone(
@@ -316,10 +337,30 @@ class SubprocessSandbox:
     async def _read(self) -> dict[str, Any]:
         assert self.proc is not None and self.proc.stdout is not None
         stdout = self.proc.stdout
+        if self._streaming is not None:  # a call's prompts come first
+            streaming, self._streaming = self._streaming, None
+            await streaming.finished.wait()
+            if streaming.broken is not None:
+                raise WorkerGone(f"a call's prompts could not be read: {streaming.broken!r}")
         try:
             prefix = await stdout.readexactly(_framing.PREFIX_SIZE)
-            header_len, _ = _framing.parse_prefix(prefix, max_body=0)
-            return _framing.decode_header(await stdout.readexactly(header_len))
+            header_len, body_len = _framing.parse_prefix(prefix, max_body=_framing.MAX_CALL)
+            header = _framing.decode_header(await stdout.readexactly(header_len))
+            if body_len:  # a call's prompts: each read and decoded on its own
+                layout = _framing.text_layout(header, body_len)
+                for number, (name, lengths, single) in enumerate(layout, 1):
+                    if number == len(layout) and header.get("fn") == "llm_query_batched":
+                        # the last in the body: left in the pipe until each is sent
+                        streamed = StreamedTexts(
+                            lengths,
+                            functools.partial(_read_text, stdout),
+                            functools.partial(_skip, stdout),
+                        )
+                        header["args"][name] = self._streaming = streamed
+                        break
+                    texts = [await _read_text(stdout, n) for n in lengths]
+                    header["args"][name] = texts[0] if single else texts
+            return header
         except asyncio.IncompleteReadError:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self.proc.wait()), 1.0)
@@ -423,7 +464,17 @@ class SubprocessSandbox:
         )
 
     async def _serve_call(self, header: dict[str, Any], handler: CallHandler) -> None:
-        reply = await reply_for(header, handler)
+        streamed = header["args"].get("prompts") if isinstance(header.get("args"), dict) else None
+        try:
+            reply = await reply_for(header, handler)
+            if isinstance(streamed, StreamedTexts):
+                await streamed.finish()  # before the reply: the worker is still writing
+        except asyncio.CancelledError as exc:
+            if isinstance(streamed, StreamedTexts):
+                streamed.abandon(exc)
+            raise
+        except (asyncio.IncompleteReadError, _framing.FrameError, OSError):
+            return  # the channel broke mid-call: the block's reader reports the worker gone
         with contextlib.suppress(WorkerGone):
             await self._send(reply)
 
@@ -505,6 +556,18 @@ async def reply_for(header: dict[str, Any], handler: CallHandler) -> dict[str, A
         raise
     except Exception as exc:
         return _error_reply(call_id, "LLMQueryError", f"{type(exc).__name__}: {exc}")
+
+
+async def _skip(stream: asyncio.StreamReader, size: int) -> None:
+    while size:
+        size -= len(await stream.readexactly(min(size, 1 << 20)))
+
+
+async def _read_text(stream: asyncio.StreamReader, size: int) -> str:
+    try:
+        return (await stream.readexactly(size)).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _framing.FrameError(f"a call's text is not UTF-8: {exc}") from None
 
 
 def _within(path: str, roots: list[str]) -> bool:

@@ -86,10 +86,11 @@ class Channel:
         return header, body
 
     def write(self, header: dict[str, Any], body: bytes = b"") -> None:
-        self.write_parts(_framing.encode_parts(header, body))
+        self.write_parts(_framing.coalesce(_framing.encode_parts(header, body)))
 
-    def write_parts(self, parts: tuple[bytes, bytes, bytes]) -> None:
-        for part in _framing.coalesce(parts):
+    def write_parts(self, parts: Any) -> None:
+        """Write the byte strings of `parts` in order (an iterable: produced as written)."""
+        for part in parts:
             view = memoryview(part)
             while view:
                 written = _os_write(self.fd_out, view)
@@ -153,22 +154,30 @@ class CappedText(io.TextIOBase):
 
 
 class LazyDir(_collections_abc.Mapping):
-    """A directory context: relative path -> text, each file read when it is first asked for."""
+    """A directory context: relative path -> text, each file read when it is first asked for.
+    A file of at least `mmap_threshold` bytes is a MappedText instead (see _mapped.py), as
+    a `file` context is: reading it whole could exhaust the worker's memory limit."""
 
-    def __init__(self, root: str, files: list[list[Any]]) -> None:
+    def __init__(self, root: str, files: list[list[Any]], mmap_threshold: int) -> None:
         self.root = root
         self.sizes: dict[str, int] = {rel: int(size) for rel, size in files}
-        self._cache: dict[str, str] = {}
+        self.mmap_threshold = mmap_threshold
+        self._cache: dict[str, Any] = {}
 
-    def __getitem__(self, rel: str) -> str:
+    def __getitem__(self, rel: str) -> Any:
         if rel not in self.sizes:
             raise KeyError(rel)
-        text = self._cache.get(rel)
-        if text is None:
-            with open(os.path.join(self.root, rel), "rb") as fh:
-                text = fh.read().decode("utf-8", errors="replace")
-            self._cache[rel] = text
-        return text
+        value = self._cache.get(rel)
+        if value is None:
+            path = os.path.join(self.root, rel)
+            size = self.sizes[rel]
+            if size and size >= self.mmap_threshold:
+                value = _sibling("_mapped").MappedText(path)
+            else:
+                with open(path, "rb") as fh:
+                    value = fh.read().decode("utf-8", errors="replace")
+            self._cache[rel] = value
+        return value
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.sizes)
@@ -236,7 +245,7 @@ class Worker:
         if kind == "json":
             return _framing.loads(raw.decode("utf-8"))
         if kind == "dir":
-            return LazyDir(spec["root"], spec["files"])
+            return LazyDir(spec["root"], spec["files"], spec["mmap_threshold"])
         if kind == "file":  # a large file: mapped here, by path (see _mapped.py beside this)
             return _sibling("_mapped").MappedText(spec["path"])
         raise ValueError(f"unknown context kind {kind!r}")
@@ -342,27 +351,27 @@ class Worker:
         self.next_call += 1
         call_id = self.next_call
         try:
-            parts = _framing.encode_parts({"op": "call", "id": call_id, "fn": fn, "args": args})
+            frame = _framing.OutgoingCall({"op": "call", "id": call_id, "fn": fn, "args": args})
         except (TypeError, ValueError):
             raise TypeError(f"{fn}: arguments must be plain text, lists or dicts") from None
-        if len(parts[1]) > _framing.MAX_CALL:
+        if frame.size > _framing.MAX_CALL:
             raise ValueError(
-                f"{fn}: {len(parts[1]):,} bytes of arguments in one call is more than "
+                f"{fn}: {frame.size:,} bytes of arguments in one call is more than "
                 f"{_framing.MAX_CALL:,}; split it into several calls"
             )
-        header = self.exchange(call_id, parts)
+        header = self.exchange(call_id, frame)
         if header.get("ok"):
             return header.get("value")
         kinds = {"TypeError": TypeError, "ValueError": ValueError, **self.exc_types}
         exc_type = kinds.get(header.get("error_type", ""), self.exc_types["LLMQueryError"])
         raise exc_type(header.get("message", "sub-query failed"))
 
-    def exchange(self, call_id: int, parts: tuple[bytes, bytes, bytes]) -> dict[str, Any]:
+    def exchange(self, call_id: int, frame: Any) -> dict[str, Any]:
         """Send an encoded call and wait for its reply."""
         # The block's clock stops while the host works for it (sub-queries may be slow).
         remaining, _ = _setitimer(_ITIMER_REAL, 0)
         try:
-            self.chan.write_parts(parts)
+            self.chan.write_parts(frame.parts())
             while True:
                 header, _ = self.chan.read()
                 if header.get("op") == "reply" and header.get("id") == call_id:

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..context import Context, from_directory, from_path, from_text, from_value
+from ..context import Context, from_directory, from_file, from_path, from_text, from_value
+from ..context_files import mmap_threshold
 from ..engine import RLM, RunResult
 from ..errors import ConfigError, LMConnectionError, LMError, LMStatusError
 from ..events import BlockExecuted, Event, LMCallStarted, RunStarted
@@ -106,21 +107,22 @@ class Recording:
         return rec
 
     def contexts(self, overrides: list[str] | None = None) -> list[Context]:
-        """The run's contexts: given again, stored in the trace, or re-read from their paths."""
+        """The run's contexts: given again, stored in the trace, or re-read from their paths,
+        each loaded as the recorded run loaded it (see `_reload`)."""
         refs = self.run_start.get("contexts") or []
         if overrides:
             if len(overrides) != len(refs):
                 raise ConfigError(
                     f"the recorded run had {len(refs)} context(s); {len(overrides)} given"
                 )
-            return [from_path(p) for p in overrides]
+            return [_reload(p, ref) for p, ref in zip(overrides, refs, strict=True)]
         loaded = []
         for i, ref in enumerate(refs):
             data = self.context_data.get(i)
             if data is not None:
-                loaded.append(_stored_context(data, ref["name"]))
+                loaded.append(_stored_context(data, ref))
             elif ref.get("name") and Path(ref["name"]).exists():
-                loaded.append(from_path(ref["name"]))
+                loaded.append(_reload(ref["name"], ref))
             else:
                 raise ConfigError(
                     f"the trace does not hold context {i} ({ref.get('name')}) and no such path "
@@ -129,15 +131,44 @@ class Recording:
         return loaded
 
 
-def _stored_context(data: dict[str, Any], name: str) -> Context:
-    """A context the trace holds in full (--trace-context); a directory is laid out again."""
+def _reload(path: str, ref: dict[str, Any]) -> Context:
+    """A context read again from its path as the recorded run loaded it, whatever the mmap
+    threshold in force now, and named as recorded (a mapped file's description names it):
+    a mapped file is mapped again (its hash is then the sampled fingerprint, as recorded),
+    a directory maps the files it mapped, and a text is read whole, unless the file grew
+    past any text of the recorded length (4 bytes a character): that one is mapped rather
+    than read whole, and differs by its hash."""
+    kind = ref.get("kind")
+    if kind == "file" and Path(path).is_file():
+        ctx = from_file(path)
+    elif kind == "dir":
+        ctx = from_path(path, mmap_threshold=ref.get("mmap_threshold"))
+    elif kind == "text":
+        most = 4 * int(ref.get("size") or 0) + 1
+        ctx = from_path(path, mmap_threshold=max(mmap_threshold(), most))
+    else:
+        ctx = from_path(path)
+    ctx.name = ref.get("name") or ctx.name
+    return ctx
+
+
+def _stored_context(data: dict[str, Any], ref: dict[str, Any]) -> Context:
+    """A context the trace holds in full (--trace-context). A directory, or a file the run
+    mapped, is laid out again in a temporary folder and loaded as it was."""
+    name = ref["name"]
     if "files" in data:
         root = Path(tempfile.mkdtemp(prefix="recursa-replay-"))
         for rel, text in data["files"].items():
             target = root / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text, encoding="utf-8")
-        return from_directory(root)
+        return from_directory(root, mmap_threshold=ref.get("mmap_threshold"))
+    if "text" in data and ref.get("kind") == "file":
+        target = Path(tempfile.mkdtemp(prefix="recursa-replay-")) / Path(name).name
+        target.write_text(data["text"], encoding="utf-8")
+        ctx = from_file(target)
+        ctx.name = name  # as recorded: the first turn's description names it
+        return ctx
     if "text" in data:
         return from_text(data["text"], name)
     return from_value(data["value"], name)
