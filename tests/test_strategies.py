@@ -92,6 +92,29 @@ def test_direct_is_refused_before_any_request_when_the_prompt_cannot_fit_the_win
     assert server.request_count == 0
 
 
+def test_direct_over_a_directory_too_large_for_the_window_is_refused_before_reading_it(
+    serve, tmp_path, monkeypatch
+) -> None:
+    from pathlib import Path
+
+    from recursa.context import Context
+
+    for i in range(4):
+        (tmp_path / f"part{i}.log").write_text("x" * 30_000)
+    server = serve(ScriptedLM(sub=lambda request: "never sent"))
+    read: list[str] = []
+    monkeypatch.setattr(Context, "as_text", lambda self: read.append(self.name) or "")
+
+    with pytest.raises(ConfigError) as caught:
+        Direct("openai/x", base_url=server.url, context_window=5_000).run("q", Path(tmp_path))
+
+    assert "a direct call needs at least 7,518 tokens" in str(caught.value)
+    assert read == [] and server.request_count == 0
+    # Auto sizes it from the file sizes too: above its line, the RLM strategy
+    auto = Auto("openai/x", base_url=server.url, context_window=5_000)
+    assert auto.choose([auto.load(Path(tmp_path))]) == "rlm" and read == []
+
+
 def test_direct_refusal_for_a_model_of_unknown_window_says_what_was_assumed(serve) -> None:
     server = serve(ScriptedLM(sub=lambda request: "never sent"))
 

@@ -305,7 +305,7 @@ class Auto(RLM):
         self.direct_below_chars = direct_below_chars or max(window - DIRECT_OUTPUT_RESERVE, 0) * 2
 
     def choose(self, contexts: list[Context]) -> str:
-        size = sum(c.size if c.kind in ("text", "file") else len(c.as_text()) for c in contexts)
+        size = sum(_text_chars(c)[1] for c in contexts)
         return "direct" if size < self.direct_below_chars else "rlm"
 
     def settings(self) -> dict[str, Any]:
@@ -436,6 +436,14 @@ class _Run:
         else:
             answer_format = prompts.DIRECT_JSON.format(fields=signature.describe())
         shown = "".join(f"- {k} = {_short(v, 300)}\n" for k, v in inputs.items())
+        window, known = context_window(self.cfg.model, self.cfg.context_window)
+        at_least = sum(_text_chars(c)[0] for c in contexts) // 4
+        unread = any(c.kind in ("file", "dir") for c in contexts)
+        if unread and at_least > window:  # refused before a file or directory is read whole
+            raise ConfigError(
+                f"a direct call needs at least {at_least:,} tokens, more than "
+                f"{self.cfg.model}'s window of {window:,}: use the RLM strategy for this input"
+            )
         text = "\n\n".join(c.as_text() for c in contexts)
         prompt = prompts.DIRECT.format(
             question=question,
@@ -443,7 +451,6 @@ class _Run:
             context=text,
             format=answer_format,
         )
-        window, known = context_window(self.cfg.model, self.cfg.context_window)
         needed = estimate_tokens([{"role": "user", "content": prompt}]) + DIRECT_OUTPUT_RESERVE
         if needed > window:
             assumed = "" if known else f" (assumed {DEFAULT_WINDOW:,}: set context_window)"
@@ -515,6 +522,20 @@ def _sync(coro: Any) -> Any:
     if "error" in box:
         raise box["error"]
     return box["result"]
+
+
+def _text_chars(ctx: Context) -> tuple[int, int]:
+    """Bounds on the characters of `ctx.as_text()`, from sizes known without reading a
+    file or a directory (a byte is a quarter of a character at least, one at most)."""
+    if ctx.kind == "text":
+        return ctx.size, ctx.size
+    if ctx.kind == "file":
+        return ctx.nbytes // 4, ctx.nbytes
+    if ctx.kind == "dir":
+        headers = sum(len(rel) + 9 for rel, _ in ctx.files)  # "=== rel ===\n" and a newline
+        return ctx.size // 4 + headers, ctx.size + headers
+    n = len(ctx.as_text())
+    return n, n
 
 
 def _load_contexts(rlm: RLM, context: Any, contexts: list[Any] | None) -> list[Context]:
