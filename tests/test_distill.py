@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -135,6 +136,52 @@ def test_a_pipeline_distilled_from_a_needle_run_answers_a_new_haystack_with_no_r
     assert events[-1]["type"] == "run_end" and events[-1]["answer"] == NEW_SECRET
     stored = RunStore().list()
     assert [(r.kind, r.status, r.id) for r in stored] == [("pipeline", "ok", data["run_id"])]
+
+
+def test_a_pipeline_gets_a_large_file_as_the_repl_would_mapped_unless_the_threshold_says(
+    recorded: Path, tmp_path: Path, serve
+) -> None:
+    pipeline = tmp_path / "pipeline.py"
+    pipeline.write_text(distill(str(recorded)))
+    haystack = tmp_path / "big.log"
+    haystack.write_text(_haystack(3_000, NEW_SECRET, 2_500))  # 180 KB
+    server = serve(ScriptedLM(root=None, sub=_finder))
+
+    def run(threshold: str) -> Any:
+        return run_cli(
+            [
+                *["pipeline", str(pipeline), "--context", str(haystack), NEW_QUESTION],
+                *["--base-url", server.url, "--mmap-threshold", threshold, "--json"],
+            ]
+        )
+
+    mapped, whole = run("64K"), run("1M")
+
+    # mapped, as the sandbox maps it: the recorded code's `context.split` is refused, in the
+    # words the REPL would use, and nothing is sent
+    assert mapped.rc == 1, mapped.err
+    error = mapped.err_lines[-1]
+    assert error.startswith("recursa: error: AttributeError: MappedText has no split()")
+    assert "Slice first" in error and "(pipeline.py line " in error  # where, in its code
+    # below the threshold it is the text, and the pipeline answers
+    assert whole.rc == 0, whole.err
+    assert one_json_object(whole.out)["answer"] == NEW_SECRET
+    assert server.request_count == _chunks(haystack.read_text()) == 4
+
+
+def test_a_pipelines_directory_maps_its_large_files_as_the_repl_does(tmp_path: Path) -> None:
+    from recursa.context import from_path
+    from recursa.mining.pipeline import context_value
+    from recursa.sandbox._mapped import MappedText
+
+    (tmp_path / "big.log").write_text("x" * 5_000 + "\nneedle\n")
+    (tmp_path / "small.txt").write_text("tiny")
+    directory = context_value(from_path(str(tmp_path), mmap_threshold=4_096))
+    one_file = context_value(from_path(str(tmp_path / "big.log"), mmap_threshold=4_096))
+
+    assert isinstance(directory["big.log"], MappedText) and directory["small.txt"] == "tiny"
+    assert directory["big.log"].find("needle") == 5_001 and len(directory["big.log"]) == 5_008
+    assert isinstance(one_file, MappedText) and one_file[5_001:5_007] == "needle"
 
 
 def test_distill_keeps_the_working_path_and_leaves_out_exploration_and_failed_blocks(

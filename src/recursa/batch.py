@@ -375,6 +375,8 @@ def make_batch_command(run_options: Callable[..., Any], make_rlm: Callable[..., 
 
     import click
 
+    from .cli_options import option
+
     def batch(
         questions: str,
         out_path: str,
@@ -489,13 +491,9 @@ def make_batch_command(run_options: Callable[..., Any], make_rlm: Callable[..., 
         click.option(
             "--retry-errors", is_flag=True, help="Run again the ids whose result is an error."
         ),
-        click.option(
-            "--mmap-threshold",
-            metavar="SIZE",
-            help="Map context files of at least SIZE (e.g. 64M) instead of reading them.",
-        ),
+        option("mmap_threshold"),
         click.option("--trace-dir", metavar="DIR", help="One trace per question: DIR/<id>.jsonl."),
     ]
-    for option in reversed(own):
-        func = option(func)
+    for decorator in reversed(own):
+        func = decorator(func)
     return click.command("batch")(func)

@@ -101,11 +101,7 @@ def cli() -> None:
     metavar="PATH",
     help="A file, a directory, or - for standard input (repeatable).",
 )
-@click.option(
-    "--mmap-threshold",
-    metavar="SIZE",
-    help="Map context files of at least SIZE (default 64M) in the sandbox instead of reading them.",
-)
+@option("mmap_threshold")
 @_run_options
 def run(
     question: str, context_paths: tuple[str, ...], mmap_threshold: str | None, **opts: Any

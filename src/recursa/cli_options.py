@@ -72,6 +72,14 @@ _OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
         },
     ),
     "quiet": (("--quiet",), {"is_flag": True, "help": "No progress on standard error."}),
+    "mmap_threshold": (
+        ("--mmap-threshold",),
+        {
+            "metavar": "SIZE",
+            "help": "Map context files of at least SIZE (e.g. 64M; default 64M) instead of "
+            "reading them.",
+        },
+    ),
 }
 
 LIMITS = (

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from ..cli_options import option
 from ..context import from_path
 from ..errors import ConfigError
 from ..events import Event, Listener
@@ -95,31 +96,21 @@ def distill_command(trace: str, out_path: str | None, run_id: str | None) -> int
     metavar="PATH",
     help="A file, a directory, or - for standard input (repeatable: then a list).",
 )
-@click.option("--sub-model", envvar="RECURSA_SUB_MODEL", help="Default: the recorded one.")
-@click.option("--base-url", help="Base URL of an OpenAI-compatible server.")
-@click.option("--max-llm-calls", type=click.IntRange(min=1))
-@click.option("--max-tokens", type=click.IntRange(min=1))
-@click.option("--max-cost", type=click.FloatRange(min=0, min_open=True), help="USD.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds.")
-@click.option("--concurrency", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option(
-    "--price",
-    "price_args",
-    multiple=True,
-    metavar="MODEL=IN,OUT",
-    help="A model's price in USD per million input and output tokens.",
-)
-@click.option("--prices", "prices_file", help="A JSON file of model prices.")
+@option("sub_model", help="Default: the recorded one.")
+@option("base_url")
+@option("max_llm_calls")
+@option("max_tokens")
+@option("max_cost")
+@option("timeout")
+@option("concurrency")
+@option("price_args")
+@option("prices_file")
 @click.option("--trace", "trace_path", metavar="FILE", help="Write events as JSON lines.")
 @click.option("--trace-context", is_flag=True, help="Store the context and full sub-query prompts.")
-@click.option(
-    "--no-store",
-    is_flag=True,
-    envvar="RECURSA_NO_STORE",
-    help="Do not keep this run in the run store (recursa runs list).",
-)
+@option("no_store")
+@option("mmap_threshold")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--quiet", is_flag=True, help="No progress on standard error.")
+@option("quiet")
 def pipeline_command(
     pipeline_path: str, question: str, context_paths: tuple[str, ...], **opts: Any
 ) -> int:
@@ -127,10 +118,12 @@ def pipeline_command(
     budget, events, trace and run store of `recursa run`. Its code runs on this machine,
     not in the sandbox; what it prints goes to standard error."""
     from ..cli import _report
+    from ..context_files import parse_size
     from ..progress import Progress
 
     run = load_pipeline(pipeline_path)
-    contexts = [from_path(p) for p in context_paths]
+    threshold = parse_size(opts["mmap_threshold"]) if opts["mmap_threshold"] else None
+    contexts = [from_path(p, mmap_threshold=threshold) for p in context_paths]
     values = [context_value(c) for c in contexts]
     events: list[Event] = []
     listeners: list[Listener] = [events.append]

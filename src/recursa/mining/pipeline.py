@@ -23,13 +23,13 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any
 
 from ..budget import Ledger, Limits
-from ..context import Context, from_text, from_value
+from ..context import Context, from_directory, from_file, from_text, from_value
 from ..engine import RunResult
 from ..errors import BudgetExceeded, ConfigError, LMError, RecursaError
 from ..events import Emitter, Event, FinalReached, Listener, RunEnded, RunStarted
@@ -37,6 +37,8 @@ from ..gateway import ClientPool, Gateway
 from ..lm.base import LMClient
 from ..lm.pricing import PriceTable
 from ..lm.retry import RetryPolicy
+from ..sandbox._mapped import MappedText
+from ..sandbox.worker import LazyDir
 from ..trace.jsonl import JsonlTrace
 
 
@@ -396,7 +398,9 @@ def _encode(value: Any) -> Any:
 def _as_context(value: Any) -> Context:
     """The context as a trace records it (by reference)."""
     if isinstance(value, LazyDir):
-        return from_value(Path(value.root))
+        return from_directory(Path(value.root), mmap_threshold=value.mmap_threshold)
+    if isinstance(value, MappedText):
+        return from_file(value.path)
     try:
         return from_value(value)
     except ConfigError:  # several contexts, some of them directories
@@ -420,45 +424,16 @@ def _where(exc: BaseException) -> str:
 
 
 # ---- contexts as the REPL has them --------------------------------------------------------------
-class LazyDir(Mapping[str, str]):
-    """A directory context, as in the REPL: relative path -> text, read on first access."""
-
-    def __init__(self, root: str, files: list[tuple[str, int]]) -> None:
-        self.root = root
-        self.sizes: dict[str, int] = dict(files)
-        self._cache: dict[str, str] = {}
-
-    def __getitem__(self, rel: str) -> str:
-        if rel not in self.sizes:
-            raise KeyError(rel)
-        if rel not in self._cache:
-            data = (Path(self.root) / rel).read_bytes()
-            self._cache[rel] = data.decode("utf-8", errors="replace")
-        return self._cache[rel]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.sizes)
-
-    def __len__(self) -> int:
-        return len(self.sizes)
-
-    def __repr__(self) -> str:
-        total = sum(self.sizes.values())
-        return f"<directory {self.root!r}: {len(self.sizes)} files, {total} bytes>"
-
-
 def context_value(ctx: Context) -> Any:
-    """What the REPL's `context` is for a loaded context: str, JSON data or a directory."""
+    """What the REPL's `context` is for a loaded context, built by the worker's own classes:
+    str, JSON data, a directory (its large files mapped) or a mapped file."""
     if ctx.kind == "text":
         return ctx.text or ""
     if ctx.kind == "dir":
-        return LazyDir(ctx.root or ".", ctx.files)
-    if ctx.kind == "json":
-        return ctx.value
-    path = getattr(ctx, "path", None)
-    if path:  # a large file the sandbox would map: here, its text
-        return Path(path).read_bytes().decode("utf-8", errors="replace")
-    return ctx.as_text()
+        return LazyDir(ctx.root or ".", [list(f) for f in ctx.files], ctx.mmap_threshold)
+    if ctx.kind == "file":  # mapped here as the sandbox maps it: never read whole
+        return MappedText(ctx.path or "")
+    return ctx.value
 
 
 # ---- loading and running a pipeline file --------------------------------------------------------
