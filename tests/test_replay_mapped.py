@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e_helpers import repl, run_cli
+from e2e_helpers import host_env, repl, run_cli
 from recursa import context_files
 from recursa.context import from_path
 from recursa.testing import LMRequest, ScriptedLM
@@ -132,12 +132,17 @@ def test_trace_context_stores_a_mapped_file_and_replays_it_mapped_without_the_fi
 ) -> None:
     trace, log = _record(serve, tmp_path, "--trace-context")
     log.unlink()
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
 
-    done = run_cli(["replay", str(trace), "--json", "--quiet"])
+    done = run_cli(
+        ["replay", str(trace), "--json", "--quiet"], env={**host_env(), "TMPDIR": str(scratch)}
+    )
 
     assert done.rc == 0, done.err
     out = json.loads(done.out)
     assert out["answer"] == "48213" and out["diverged"] is False
+    assert list(scratch.glob("recursa-replay-*")) == []  # the file laid out again is gone
 
 
 def test_a_directory_replays_with_the_files_it_mapped_mapped_again(serve, tmp_path: Path) -> None:

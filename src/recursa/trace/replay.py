@@ -10,6 +10,7 @@ hash, each root prompt (by hash), each block's output, the answer.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
@@ -58,6 +59,8 @@ class Recording:
     root_calls: dict[str, deque[_Outcome]] = field(default_factory=dict)
     sub_calls: dict[tuple[str, str], deque[_Outcome]] = field(default_factory=dict)
     blocks: dict[tuple[str, int, int], str] = field(default_factory=dict)
+    scratch: list[Path] = field(default_factory=list)
+    """Temporary folders holding stored contexts laid out again (see `drop_scratch`)."""
 
     @classmethod
     def load(cls, path: str | Path) -> Recording:
@@ -106,6 +109,11 @@ class Recording:
         rec.sub_calls = {k: deque(v) for k, v in sub.items()}
         return rec
 
+    def drop_scratch(self) -> None:
+        """Remove the folders `contexts` laid stored contexts out in."""
+        while self.scratch:
+            shutil.rmtree(self.scratch.pop(), ignore_errors=True)
+
     def contexts(self, overrides: list[str] | None = None) -> list[Context]:
         """The run's contexts: given again, stored in the trace, or re-read from their paths,
         each loaded as the recorded run loaded it (see `_reload`)."""
@@ -120,7 +128,7 @@ class Recording:
         for i, ref in enumerate(refs):
             data = self.context_data.get(i)
             if data is not None:
-                loaded.append(_stored_context(data, ref))
+                loaded.append(_stored_context(data, ref, self.scratch))
             elif ref.get("name") and Path(ref["name"]).exists():
                 loaded.append(_reload(ref["name"], ref))
             else:
@@ -152,19 +160,22 @@ def _reload(path: str, ref: dict[str, Any]) -> Context:
     return ctx
 
 
-def _stored_context(data: dict[str, Any], ref: dict[str, Any]) -> Context:
+def _stored_context(data: dict[str, Any], ref: dict[str, Any], scratch: list[Path]) -> Context:
     """A context the trace holds in full (--trace-context). A directory, or a file the run
-    mapped, is laid out again in a temporary folder and loaded as it was."""
+    mapped, is laid out again in a temporary folder (added to `scratch`, for the caller to
+    remove) and loaded as it was."""
     name = ref["name"]
     if "files" in data:
         root = Path(tempfile.mkdtemp(prefix="recursa-replay-"))
+        scratch.append(root)
         for rel, text in data["files"].items():
             target = root / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text, encoding="utf-8")
         return from_directory(root, mmap_threshold=ref.get("mmap_threshold"))
     if "text" in data and ref.get("kind") == "file":
-        target = Path(tempfile.mkdtemp(prefix="recursa-replay-")) / Path(name).name
+        scratch.append(Path(tempfile.mkdtemp(prefix="recursa-replay-")))
+        target = scratch[-1] / Path(name).name
         target.write_text(data["text"], encoding="utf-8")
         ctx = from_file(target)
         ctx.name = name  # as recorded: the first turn's description names it
@@ -356,10 +367,13 @@ def replay(
             on_event(event)
 
     question = start["question"]
-    if len(loaded) > 1:
-        result = rlm.run(question, contexts=loaded, on_event=compare)
-    else:
-        result = rlm.run(question, loaded[0] if loaded else None, on_event=compare)
+    try:
+        if len(loaded) > 1:
+            result = rlm.run(question, contexts=loaded, on_event=compare)
+        else:
+            result = rlm.run(question, loaded[0] if loaded else None, on_event=compare)
+    finally:
+        recording.drop_scratch()
     recorded = recording.run_end
     if (
         recorded is not None
