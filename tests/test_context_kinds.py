@@ -289,8 +289,13 @@ def test_a_mapped_file_too_big_for_a_prompt_is_refused_by_direct(serve, big_log)
     with mock.patch.object(cf, "AS_TEXT_LIMIT", MIB):
         with pytest.raises(ConfigError, match="never read whole here"):
             ctx.as_text()
-        with pytest.raises(ConfigError, match="never read whole here"):
+        # too big for the window by its bytes alone: refused before anything is read
+        with pytest.raises(ConfigError, match="a direct call needs at least"):
             Direct("openai/scripted", base_url=server.url, env={}).run("q", context=ctx)
+        # a window that could hold it: refused by the limit on reading a mapped file whole
+        wide = Direct("openai/scripted", base_url=server.url, env={}, context_window=10**8)
+        with pytest.raises(ConfigError, match="never read whole here"):
+            wide.run("q", context=ctx)
     assert server.request_count == 0
 
 
