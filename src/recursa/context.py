@@ -17,7 +17,7 @@ from typing import Any
 
 from . import context_files
 from .errors import ConfigError
-from .sandbox.base import WRITE_STEP, ContextPayload, PayloadBody, utf8_size
+from .sandbox.base import ContextPayload, PayloadBody, encoded_slices, utf8_size
 
 PREVIEW_CHARS = 500
 SKIP_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__"})
@@ -94,8 +94,8 @@ class Context:
 
 def from_text(text: str, name: str = "<text>") -> Context:
     digest = hashlib.sha256()
-    for i in range(0, len(text), WRITE_STEP):  # never a whole encoded copy of a large text
-        digest.update(text[i : i + WRITE_STEP].encode("utf-8", "surrogatepass"))
+    for data in encoded_slices(text):
+        digest.update(data)
     ctx = Context(name=name, kind="text", text=text, sha256=digest.hexdigest())
     if not text:
         ctx.warnings.append(f"context {name} is empty")
@@ -207,7 +207,6 @@ def build_payload(contexts: list[Context]) -> ContextPayload:
     """Specs and one body for the worker's `init`: each context crosses the channel once."""
     specs: list[dict[str, Any]] = []
     pieces: list[str | bytes] = []
-    sizes: list[int] = []
     offset = 0
     for ctx in contexts:
         if ctx.kind == "dir":
@@ -231,9 +230,8 @@ def build_payload(contexts: list[Context]) -> ContextPayload:
             size = len(data)
         specs.append({"kind": ctx.kind, "offset": offset, "length": size})
         pieces.append(data)
-        sizes.append(size)
         offset += size
-    return ContextPayload(specs=specs, body=PayloadBody.of(pieces, sizes))
+    return ContextPayload(specs=specs, body=PayloadBody(tuple(pieces), offset))
 
 
 def describe(contexts: list[Context]) -> str:

@@ -16,15 +16,16 @@ WRITE_STEP = 1 << 20
 """Characters (or bytes) of a payload body encoded and written at a time."""
 
 
+def encoded_slices(text: str) -> Iterator[bytes]:
+    """`text` in UTF-8 (lone surrogates passed through), a WRITE_STEP slice at a time: never
+    a whole encoded copy of a large text."""
+    for i in range(0, len(text), WRITE_STEP):
+        yield text[i : i + WRITE_STEP].encode("utf-8", "surrogatepass")
+
+
 def utf8_size(text: str) -> int:
-    """The length of `text` in UTF-8 (lone surrogates passed through), without holding its
-    encoding: a large non-ASCII text is measured a slice at a time."""
-    if text.isascii():
-        return len(text)
-    return sum(
-        len(text[i : i + WRITE_STEP].encode("utf-8", "surrogatepass"))
-        for i in range(0, len(text), WRITE_STEP)
-    )
+    """The length of `text` in UTF-8, without holding its encoding."""
+    return len(text) if text.isascii() else sum(map(len, encoded_slices(text)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +38,6 @@ class PayloadBody:
     size: int = 0
     """Bytes, once encoded."""
 
-    @classmethod
-    def of(cls, pieces: list[str | bytes], sizes: list[int]) -> PayloadBody:
-        return cls(tuple(pieces), sum(sizes))
-
     def __len__(self) -> int:
         return self.size
 
@@ -51,8 +48,7 @@ class PayloadBody:
                 for i in range(0, len(view), WRITE_STEP):
                     yield view[i : i + WRITE_STEP]
             else:
-                for i in range(0, len(piece), WRITE_STEP):
-                    yield piece[i : i + WRITE_STEP].encode("utf-8", "surrogatepass")
+                yield from encoded_slices(piece)
 
     def __bytes__(self) -> bytes:
         return b"".join(self.chunks())
