@@ -30,7 +30,6 @@ class Session:
         self._listeners: list[Listener] = []
         self.run = _Run(rlm, [self._fan_out])
         self.loop: Loop | None = None
-        self.asked = 0
         self._lock = asyncio.Lock()
 
     def _fan_out(self, event: Any) -> None:
@@ -72,7 +71,6 @@ class Session:
             else:
                 self.run.start(question, new, "rlm")
                 ask = self.loop.ask(question, new)
-            self.asked += 1
             try:
                 async with asyncio.timeout(self.rlm.timeout):
                     outcome = await ask

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..batch import EXECUTORS
 from ..engine import RLM, Direct
 from ..errors import ConfigError
 from ..gateway import ClientPool
@@ -59,8 +60,6 @@ RESULTS = "results.jsonl"
 CACHE = "cache.sqlite"
 ANSWER_LIMIT = 4000
 """Characters of an answer kept in a result line."""
-
-EXECUTORS = ("local", "ray")
 
 Key = tuple[str, int, int, str, str]
 ClientFactory = Callable[[Task], LMClient]
@@ -513,7 +512,7 @@ def run_job_on_node(config: EvalConfig, job: Job) -> dict[str, Any]:
             shutil.rmtree(workdir, ignore_errors=True)
 
     record = asyncio.run(main())
-    record["executor"], record["node"] = "ray", node_address()
+    record["node"] = node_address()
     return record
 
 
@@ -543,9 +542,7 @@ class _RayJobs:
         try:
             return await self.tasks.call(self.node_config, job)
         except Exception as exc:  # the task failed as a task: a result, not the end
-            record = _failed(self.node_config, job, _placeholder(job), task_failure(exc))
-            record["executor"] = "ray"
-            return record
+            return _failed(self.node_config, job, _placeholder(job), task_failure(exc))
 
     async def aclose(self) -> None:
         await self.tasks.aclose()
@@ -566,7 +563,7 @@ async def _run(config: EvalConfig, jobs: list[Job], summary: EvalSummary) -> Non
             record = await executor.answer(job)
         if stop:
             return
-        record.setdefault("executor", executor.name)
+        record["executor"] = executor.name
         out.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
         out.flush()
         summary.ran.append(record)
