@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from e2e_helpers import repl
+from e2e_helpers import repl, run_cli
 from recursa import RLM
 from recursa.errors import ConfigError
 from recursa.testing import ScriptedLM
@@ -60,3 +60,29 @@ def test_a_session_loads_a_path_at_the_programs_threshold(serve, log) -> None:
 def test_a_threshold_that_is_not_a_number_of_bytes_is_refused(bad: Any) -> None:
     with pytest.raises(ConfigError, match="mmap_threshold must be a number of bytes"):
         RLM("openai/x", base_url="http://127.0.0.1:9", mmap_threshold=bad)
+
+
+@pytest.mark.parametrize("command", ["run", "batch", "pipeline"])
+@pytest.mark.parametrize(
+    ("size", "why"),
+    [("12Q", "expected bytes, or a number with K, M or G"), ("-5", "must not be negative")],
+)
+def test_a_bad_mmap_threshold_is_one_usage_line_before_anything_runs(
+    tmp_path: Path, log: Path, command: str, size: str, why: str
+) -> None:
+    out = tmp_path / "results.jsonl"
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text('{"id": 1, "question": "q"}\n')
+    args = {
+        "run": ["run", "q", "--context", str(log), "--model", "openai/x"],
+        "batch": ["batch", str(questions), "--out", str(out), "--model", "openai/x"],
+        "pipeline": ["pipeline", str(tmp_path / "none.py"), "q", "--context", str(log)],
+    }[command]
+
+    done = run_cli([*args, "--mmap-threshold", size])
+
+    assert done.rc == 2
+    assert done.err_lines == [
+        f"recursa: error: Invalid value for '--mmap-threshold': bad size {size!r}: {why}"
+    ]
+    assert not out.exists()

@@ -386,13 +386,12 @@ def make_batch_command(run_options: Callable[..., Any], make_rlm: Callable[..., 
         executor: str,
         ray_address: str | None,
         retry_errors: bool,
-        mmap_threshold: str | None,
+        mmap_threshold: int | None,
         trace_dir: str | None,
         **opts: Any,
     ) -> int:
         """Answer every question of QUESTIONS (JSON lines: id, question, context) and
         append the results to --out as they finish; rerun to resume."""
-        from .context_files import parse_size
 
         if not opts.get("model"):
             raise ConfigError("no model: pass --model PROVIDER/MODEL or set RECURSA_MODEL")
@@ -405,7 +404,7 @@ def make_batch_command(run_options: Callable[..., Any], make_rlm: Callable[..., 
             executor=executor,
             ray_address=ray_address,
             retry_errors=retry_errors,
-            mmap_threshold=parse_size(mmap_threshold) if mmap_threshold else None,
+            mmap_threshold=mmap_threshold,
             trace_dir=Path(trace_dir) if trace_dir else None,
             progress=not opts.get("quiet"),
         )
@@ -475,19 +474,8 @@ def make_batch_command(run_options: Callable[..., Any], make_rlm: Callable[..., 
             show_default=True,
             help="LM requests in flight per question.",
         ),
-        click.option(
-            "--executor",
-            type=click.Choice(EXECUTORS),
-            default="local",
-            show_default=True,
-            help="ray: each question is a task on a Ray cluster (extra: ray).",
-        ),
-        click.option(
-            "--ray-address",
-            metavar="ADDR",
-            envvar="RAY_ADDRESS",
-            help="The Ray cluster to join (default: start a local one bound to 127.0.0.1).",
-        ),
+        option("executor"),
+        option("ray_address"),
         click.option(
             "--retry-errors", is_flag=True, help="Run again the ids whose result is an error."
         ),

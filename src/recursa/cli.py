@@ -104,13 +104,10 @@ def cli() -> None:
 @option("mmap_threshold")
 @_run_options
 def run(
-    question: str, context_paths: tuple[str, ...], mmap_threshold: str | None, **opts: Any
+    question: str, context_paths: tuple[str, ...], mmap_threshold: int | None, **opts: Any
 ) -> int:
     """Answer QUESTION over the given contexts."""
-    from .context_files import parse_size
-
-    threshold = parse_size(mmap_threshold) if mmap_threshold else None
-    contexts = [from_path(p, mmap_threshold=threshold) for p in context_paths]
+    contexts = [from_path(p, mmap_threshold=mmap_threshold) for p in context_paths]
     if not opts.get("model"):
         raise ConfigError(
             "no model: pass --model PROVIDER/MODEL or set RECURSA_MODEL (try `recursa demo`)"

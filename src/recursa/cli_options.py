@@ -8,9 +8,28 @@ from typing import Any, TypeVar
 
 import click
 
+from .batch import EXECUTORS
+from .errors import ConfigError
 from .sandbox import BACKENDS
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Size(click.ParamType):
+    """A size in bytes, written as bytes or with K, M or G (`context_files.parse_size`)."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        from .context_files import parse_size
+
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(value)
+        except ConfigError as exc:
+            self.fail(str(exc), param, ctx)
+
 
 _OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "model": (("--model",), {"envvar": "RECURSA_MODEL", "help": "Root model, PROVIDER/MODEL."}),
@@ -75,9 +94,26 @@ _OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "mmap_threshold": (
         ("--mmap-threshold",),
         {
+            "type": Size(),
             "metavar": "SIZE",
             "help": "Map context files of at least SIZE (e.g. 64M; default 64M) instead of "
             "reading them.",
+        },
+    ),
+    "executor": (
+        ("--executor",),
+        {
+            "type": click.Choice(EXECUTORS),
+            "default": "local",
+            "help": "ray: each question is a task on a Ray cluster (extra: ray).",
+        },
+    ),
+    "ray_address": (
+        ("--ray-address",),
+        {
+            "metavar": "ADDR",
+            "envvar": "RAY_ADDRESS",
+            "help": "The Ray cluster to join (default: start a local one bound to 127.0.0.1).",
         },
     ),
 }

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from ..cli_options import option
 from ..errors import ConfigError
 from ..sandbox import BACKENDS
 from .generators import FAMILIES as ALL
@@ -95,19 +96,8 @@ _HELP = {
     "--browsecomp-docs", type=click.IntRange(min=1), default=1000, help=_HELP["browsecomp_docs"]
 )
 @click.option("--limit", type=click.IntRange(min=1), default=20, help="Tasks per real dataset.")
-@click.option(
-    "--executor",
-    type=click.Choice(("local", "ray")),
-    default="local",
-    show_default=True,
-    help="ray: each job is a task on a Ray cluster (extra: ray).",
-)
-@click.option(
-    "--ray-address",
-    metavar="ADDR",
-    envvar="RAY_ADDRESS",
-    help="The Ray cluster to join (default: start a local one bound to 127.0.0.1).",
-)
+@option("executor", help="ray: each job is a task on a Ray cluster (extra: ray).")
+@option("ray_address")
 @click.option("--quiet", is_flag=True, help="No progress on standard error.")
 def eval_command(**opts: Any) -> int:
     """Score strategies across task families and context lengths, with a report and plots."""

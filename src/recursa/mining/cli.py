@@ -118,12 +118,10 @@ def pipeline_command(
     budget, events, trace and run store of `recursa run`. Its code runs on this machine,
     not in the sandbox; what it prints goes to standard error."""
     from ..cli import _report
-    from ..context_files import parse_size
     from ..progress import Progress
 
     run = load_pipeline(pipeline_path)
-    threshold = parse_size(opts["mmap_threshold"]) if opts["mmap_threshold"] else None
-    contexts = [from_path(p, mmap_threshold=threshold) for p in context_paths]
+    contexts = [from_path(p, mmap_threshold=opts["mmap_threshold"]) for p in context_paths]
     values = [context_value(c) for c in contexts]
     events: list[Event] = []
     listeners: list[Listener] = [events.append]
