@@ -198,3 +198,35 @@ def test_the_cli_runs_an_eval_on_a_given_ray_cluster(ray_cluster, tmp_path):
         ("niah", 1.0, "ray"),
     ]
     assert "niah" in done.out and (out / "report.md").exists()
+
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("127.0.0.1:1", "cannot reach the Ray cluster at 127.0.0.1:1: Connection refused"),
+        ("ray://nohost.invalid:10001", "cannot reach the Ray cluster at ray://nohost.invalid"),
+        ("nonsense", "bad Ray address 'nonsense': expected HOST:PORT or ray://HOST:PORT"),
+    ],
+)
+def test_an_unreachable_ray_cluster_is_one_line_at_once_and_writes_nothing(tmp_path, address, why):
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text('{"id": 1, "question": "q"}\n')
+    out = tmp_path / "results.jsonl"
+    batch = run_cli(
+        ["batch", str(questions), "--out", str(out), "--executor", "ray", "--ray-address",
+         address, "--model", "openai/x", "--base-url", "http://127.0.0.1:9"],
+        env=host_env(),
+        timeout=60,
+    )  # fmt: skip
+    evaluation = run_cli(
+        ["eval", "--oracle", "--families", "niah", "--lengths", "2k", "--strategies", "rlm",
+         "--executor", "ray", "--ray-address", address, "--out", str(tmp_path / "eval"),
+         "--quiet"],
+        env=host_env(),
+        timeout=60,
+    )  # fmt: skip
+
+    for done in (batch, evaluation):
+        assert done.rc == 2
+        assert done.err_lines[-1].startswith(f"recursa: error: {why}"), done.err
+    assert not out.exists() and not (tmp_path / "eval" / "results.jsonl").exists()

@@ -68,6 +68,29 @@ def node_address() -> str | None:
     return None
 
 
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail at once, in one line, when nothing listens at a cluster's `host:port` (or
+    `ray://host:port`): Ray itself retries an unreachable address for minutes."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if address in ("auto", "local"):
+        return
+    where = urlsplit(address if "://" in address else f"//{address}")
+    try:
+        host, port = where.hostname, where.port
+    except ValueError:
+        host = port = None
+    if not host or not port:
+        raise ConfigError(f"bad Ray address {address!r}: expected HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}"
+        ) from None
+
+
 class RayTasks:
     """A connection to a Ray cluster (joined at `address`, the one this process already
     has, or a local one started here and stopped by `aclose`) that runs one function as
@@ -78,6 +101,7 @@ class RayTasks:
         ray = import_ray()
         if not ray.is_initialized():
             if address:
+                check_reachable(address)
                 ray.init(address=address, log_to_driver=False)
             else:
                 start_local_ray()
