@@ -75,6 +75,13 @@ def _sandbox_line(name: str) -> str:
         )
     if name == "bwrap":
         return "sandbox: bwrap (bubblewrap: no network, read-only system, own pid namespace)"
+    if name == "landlock":
+        from .sandbox.landlock import landlock_summary
+
+        return (
+            f"sandbox: landlock ({escape(landlock_summary())}; reads only the system, Python "
+            "and the contexts, writes only its temporary folder)"
+        )
     if name == "docker":
         return "sandbox: docker (no network, read-only root, memory, CPU and pids limits)"
     return f"sandbox: {escape(name)}"

@@ -9,29 +9,45 @@ from ._limits import process_cap_problem
 from .base import BlockResult, CallHandler, ContextPayload, Sandbox
 from .bwrap import BwrapSandbox, bwrap_problem
 from .docker import DockerSandbox, docker_problem
+from .landlock import LandlockSandbox, landlock_problem
 from .process import SubprocessSandbox
 
-BACKENDS = ("auto", "subprocess", "bwrap", "local", "docker")
+BACKENDS = ("auto", "subprocess", "bwrap", "landlock", "local", "docker")
+
+NO_ISOLATION = (
+    "no sandbox isolates model code here: install bubblewrap (apt-get install bubblewrap) "
+    "or run on Linux 5.13+ with Landlock, or accept that model code can read and write your "
+    "files and reach the network with --sandbox subprocess"
+)
 
 
 def resolve_backend(kind: str = "auto") -> str:
-    """The backend `kind` names here: `auto` is bwrap where it works, else subprocess (never
-    local or docker). Raises ConfigError for a backend that cannot run on this machine."""
+    """The backend `kind` names here: `auto` is bwrap where it works, else landlock, else a
+    ConfigError that says what to install (never an unisolated backend picked silently).
+    Raises ConfigError for a backend that cannot run on this machine."""
     if kind not in BACKENDS:
         raise ConfigError(f"unknown sandbox {kind!r}: choose one of {', '.join(BACKENDS)}")
     if kind == "auto":
-        return "subprocess" if bwrap_problem() else "bwrap"
-    if kind == "bwrap" and (problem := bwrap_problem()):
-        raise ConfigError(f"--sandbox bwrap: {problem}")
-    if kind == "docker" and (problem := docker_problem()):
-        raise ConfigError(f"--sandbox docker: {problem}")
+        if bwrap_problem() is None:
+            return "bwrap"
+        if landlock_problem() is None:
+            return "landlock"
+        raise ConfigError(NO_ISOLATION)
+    checks = {"bwrap": bwrap_problem, "landlock": landlock_problem, "docker": docker_problem}
+    if kind in checks and (problem := checks[kind]()):
+        raise ConfigError(f"--sandbox {kind}: {problem}")
     return kind
 
 
 def auto_note() -> str:
     """Why `auto` picks what it picks here, in a few words (for progress output)."""
     problem = bwrap_problem()
-    return f"auto: bubblewrap unusable ({problem})" if problem else "auto: bubblewrap works here"
+    if problem is None:
+        return "auto: bubblewrap works here"
+    landlock = landlock_problem()
+    return f"auto: bubblewrap unusable ({problem}); " + (
+        f"Landlock unusable ({landlock})" if landlock else "Landlock works here"
+    )
 
 
 def make_sandbox(kind: str, **options: Any) -> Sandbox:
@@ -48,21 +64,26 @@ def make_sandbox(kind: str, **options: Any) -> Sandbox:
         return BwrapSandbox(**options)
     if kind == "docker":
         return DockerSandbox(**options)
+    if kind == "landlock":
+        return LandlockSandbox(**options)
     return SubprocessSandbox(**options)
 
 
 __all__ = [
     "BACKENDS",
+    "NO_ISOLATION",
     "BlockResult",
     "BwrapSandbox",
     "CallHandler",
     "ContextPayload",
     "DockerSandbox",
+    "LandlockSandbox",
     "Sandbox",
     "SubprocessSandbox",
     "auto_note",
     "bwrap_problem",
     "docker_problem",
+    "landlock_problem",
     "make_sandbox",
     "process_cap_problem",
     "resolve_backend",

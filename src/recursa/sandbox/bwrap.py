@@ -26,7 +26,7 @@ SYSTEM_DIRS = ("/usr", "/bin", "/lib", "/lib64", "/sbin", "/etc/alternatives")
 SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/localtime")
 
 
-def _python_dirs(python: str) -> list[str]:
+def python_dirs(python: str) -> list[str]:
     """The directories a Python needs: its install prefix, the venv, the worker's folder."""
     dirs = {sys.base_prefix, sys.prefix, str(WORKER_PATH.parent)}
     real = Path(python).resolve()
@@ -90,7 +90,7 @@ def bwrap_argv(
         argv += ["--ro-bind-try", path, path]
     for path in SYSTEM_FILES:
         argv += ["--ro-bind-try", path, path]
-    for path in [*_python_dirs(python), *(extra_ro or [])]:
+    for path in [*python_dirs(python), *(extra_ro or [])]:
         argv += ["--ro-bind", path, path]
     argv += ["--proc", "/proc", "--dev", "/dev", "--chdir", "/tmp"]
     return [*argv, python, "-I", "-S", "-X", "utf8", str(WORKER_PATH)]

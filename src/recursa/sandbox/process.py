@@ -212,6 +212,13 @@ class SubprocessSandbox:
                 raise SandboxError(f"could not put limits on the sandbox worker: {exc}") from None
         if reply.get("op") != "ready":
             raise SandboxError(f"the sandbox worker answered {reply.get('op')!r} to init")
+        try:
+            self.on_ready(reply)
+        except OSError as exc:
+            raise SandboxError(f"the sandbox worker is not as asked: {exc}") from None
+
+    def on_ready(self, reply: dict[str, Any]) -> None:
+        """Check the worker's `ready` frame (what a backend asked of it at `init`)."""
 
     def _limit_tree(self, stop: threading.Event) -> None:
         """(In a thread.) Find the worker under its wrapper, then limit the whole tree."""

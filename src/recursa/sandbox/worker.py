@@ -211,13 +211,15 @@ class Worker:
     def init(self, header: dict[str, Any], body: bytes) -> dict[str, Any]:
         _harden(header.get("harden") or {})
         _lower_rlimits(header.get("rlimits") or {})
+        # The landlock backend: confined for good before any context or model code is seen
+        confined = _sibling("_confine").confine(header["confine"]) if "confine" in header else None
         self.max_output = int(header.get("max_output", self.max_output))
         self.values = [self._load_context(spec, body) for spec in header.get("contexts", [])]
         self.extra = dict(header.get("vars", {}))
         self._name_contexts()
         self.tools = list(header.get("tools", []))
         self._install_builtins()
-        return {"op": "ready"}
+        return {"op": "ready", "confined": confined} if confined else {"op": "ready"}
 
     def _name_contexts(self) -> None:
         """One context is `context`; several are the list `context` and context_0, ..."""
