@@ -134,9 +134,27 @@ def demo(size_mb: float, **opts: Any) -> int:
             "is involved. Pass --model PROVIDER/MODEL to run the same task on a real one.",
             err=True,
         )
+    if opts["sandbox"] == "auto" and _unisolated():
+        opts["sandbox"] = "subprocess"  # the scripted demo's code is ours, not a model's
+        click.echo(
+            "recursa demo: no sandbox isolates code here, so the scripted demo runs its own "
+            "code unisolated (--sandbox subprocess); `recursa doctor` says why",
+            err=True,
+        )
     with FakeLMServer(scripted_model()) as server:
         opts.update(model="openai/scripted-demo", base_url=server.url, sub_model=None)
         return _execute(_make_rlm(opts, env={}), QUESTION, [context], opts)
+
+
+def _unisolated() -> bool:
+    """Whether `--sandbox auto` refuses to run model code here (no bwrap, no Landlock)."""
+    from .sandbox import resolve_backend
+
+    try:
+        resolve_backend("auto")
+    except ConfigError:
+        return True
+    return False
 
 
 def _make_rlm(opts: dict[str, Any], env: dict[str, str] | None = None) -> RLM:
@@ -307,6 +325,17 @@ def replay(
         where = f"turn {first.turn} of RLM {first.rlm}" if first.turn else f"RLM {first.rlm}"
         click.echo(f"recursa: replay diverged at {where}: {first.what} differs", err=True)
         return EXIT_DIVERGED
+    return EXIT_OK
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def doctor(as_json: bool) -> int:
+    """Which sandboxes work here and why not, Landlock, cgroups, Docker, keys set, extras."""
+    from .doctor import diagnose, render
+
+    report = diagnose()
+    click.echo(json.dumps(report) if as_json else render(report))
     return EXIT_OK
 
 
