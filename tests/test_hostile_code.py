@@ -30,8 +30,9 @@ import pytest
 
 from e2e_helpers import host_env, observation_after, one_json_object, repl, run_cli
 from recursa.engine import RLM
-from recursa.sandbox import bwrap_problem, docker_problem, process_cap_problem
-from recursa.sandbox.threats import BLOCKED, BOUNDED, CONTAINED, NOT_BLOCKED, verdict
+from recursa.sandbox import bwrap_problem, docker_problem, landlock_problem, process_cap_problem
+from recursa.sandbox.landlock import landlock_abi
+from recursa.sandbox.threats import BLOCKED, BOUNDED, CONTAINED, NOT_BLOCKED, PARTLY, verdict
 from recursa.testing import ScriptedLM
 from test_worker_cleanup import tagged, wait_until_gone
 
@@ -40,13 +41,18 @@ SECRET = "sk-hostile-0123456789abcdef"
 
 
 def _backends() -> list[Any]:
-    bwrap, docker = bwrap_problem(), docker_problem()
+    bwrap, docker, landlock = bwrap_problem(), docker_problem(), landlock_problem()
     return [
         pytest.param("subprocess", id="subprocess"),
         pytest.param(
             "bwrap",
             id="bwrap",
             marks=pytest.mark.skipif(bwrap is not None, reason=f"bwrap cannot run: {bwrap}"),
+        ),
+        pytest.param(
+            "landlock",
+            id="landlock",
+            marks=pytest.mark.skipif(landlock is not None, reason=f"landlock: {landlock}"),
         ),
         pytest.param(
             "docker",
@@ -150,6 +156,11 @@ def test_reading_proc_1_and_the_parents_environ(serve, backend: str) -> None:
         # partly: the parent (the CLI) refuses; pid 1 is the machine's own init
         assert seen["parent_environ"].startswith("refused")
         assert seen["init_cmdline"] == host_init
+    elif backend == "landlock":  # the host's pid namespace, but only its own /proc entry
+        assert expect_blocked(backend, "proc_environ")
+        assert all(seen[f"{who}_{part}"].startswith("refused") for who in ("init", "parent")
+                   for part in ("environ", "cmdline"))  # fmt: skip
+        assert "worker.py" in seen["self_cmdline"]
     else:
         assert expect_blocked(backend, "proc_environ")
         assert seen["init_cmdline"] != host_init  # a pid namespace of its own
@@ -257,6 +268,31 @@ def test_connecting_to_a_loopback_server(serve, loopback_server, backend: str) -
         assert received == []
     else:  # subprocess and local: the table says the network is the host's
         assert result.answer == "connected"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_signalling_the_host_process(serve, backend: str) -> None:
+    """SIGCONT, which a running process ignores: the test runner survives whoever wins."""
+    code = f"""
+        import os, signal
+        try:
+            os.kill({os.getpid()}, signal.SIGCONT)
+            got = 'signalled'
+        except OSError as exc:
+            got = 'refused: ' + type(exc).__name__
+        FINAL(got)
+        """
+    result, _ = run(serve, backend, [repl(code)])
+
+    assert result.status == "ok", result.error
+    kind = verdict(backend, "signal_host")
+    if kind == PARTLY:  # landlock: signals are scoped from Landlock ABI 6
+        kind = BLOCKED if landlock_abi() >= 6 else NOT_BLOCKED
+    if kind == BLOCKED:
+        assert result.answer.startswith("refused")
+    else:
+        assert kind == NOT_BLOCKED
+        assert result.answer == "signalled"
 
 
 # ---- processes -----------------------------------------------------------------------------------

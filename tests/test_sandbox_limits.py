@@ -21,6 +21,7 @@ from recursa.sandbox import (
     _limits,
     bwrap_problem,
     docker_problem,
+    landlock_problem,
     make_sandbox,
     resolve_backend,
 )
@@ -36,6 +37,10 @@ PROCESS_BACKENDS = [
     "subprocess",
     pytest.param(
         "bwrap", marks=pytest.mark.skipif(bwrap_problem() is not None, reason=str(bwrap_problem()))
+    ),
+    pytest.param(
+        "landlock",
+        marks=pytest.mark.skipif(landlock_problem() is not None, reason=str(landlock_problem())),
     ),
 ]
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="only root's workers drop capabilities")

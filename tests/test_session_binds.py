@@ -20,7 +20,7 @@ import pytest
 
 from e2e_helpers import repl, root_requests
 from recursa import RLM
-from recursa.sandbox import bwrap_problem
+from recursa.sandbox import bwrap_problem, landlock_problem
 from recursa.testing import LMRequest, ScriptedLM
 
 TEXT = "alpha beta gamma"
@@ -66,10 +66,13 @@ def _script(replies: dict[str, str]) -> Callable[[LMRequest], str]:
     return root
 
 
-@needs_bwrap
-def test_bwrap_session_reads_a_directory_and_a_mapped_file_given_with_a_later_question(
-    serve, files
+@pytest.mark.parametrize("backend", [pytest.param("bwrap", marks=needs_bwrap), "landlock"])
+def test_a_binding_session_reads_a_directory_and_a_mapped_file_given_with_a_later_question(
+    serve, files, backend: str
 ) -> None:
+    """The same for the landlock backend, whose rules are fixed once its worker starts."""
+    if backend == "landlock" and landlock_problem() is not None:
+        pytest.skip(f"Landlock cannot confine a worker here: {landlock_problem()}")
     notes, log, secret = files
     server = serve(
         ScriptedLM(
@@ -79,6 +82,12 @@ def test_bwrap_session_reads_a_directory_and_a_mapped_file_given_with_a_later_qu
                     "SECOND": repl(
                         f"""
                         import os
+                        def _opens(path):
+                            try:
+                                open(path).close()
+                                return True
+                            except OSError:
+                                return False
                         seen = {{
                             "files": sorted(context_1),
                             "code": context_1["a.txt"].split()[-1],
@@ -87,7 +96,7 @@ def test_bwrap_session_reads_a_directory_and_a_mapped_file_given_with_a_later_qu
                             "first": context_0,
                             "words kept": "words" in globals(),
                             "history": [m["role"] for m in history],
-                            "secret visible": os.path.exists({str(secret)!r}),
+                            "secret readable": _opens({str(secret)!r}),
                         }}
                         """
                     ),
@@ -98,7 +107,7 @@ def test_bwrap_session_reads_a_directory_and_a_mapped_file_given_with_a_later_qu
         )
     )
 
-    rlm = RLM("openai/x", base_url=server.url, sandbox="bwrap", mmap_threshold=THRESHOLD)
+    rlm = RLM("openai/x", base_url=server.url, sandbox=backend, mmap_threshold=THRESHOLD)
     with rlm.session() as session:
         first = session.ask("FIRST: how many words?", context=TEXT)
         second = session.ask("SECOND: what do the new files say?", contexts=[notes, log])
@@ -114,7 +123,7 @@ def test_bwrap_session_reads_a_directory_and_a_mapped_file_given_with_a_later_qu
         "first": TEXT,
         "words kept": False,
         "history": ["system", "user", "assistant"],  # handed over before SECOND
-        "secret visible": False,
+        "secret readable": False,
     }
     # The new question itself says the REPL was restarted, not that variables are kept,
     asked = next(r.last_user for r in root_requests(server) if "SECOND" in r.last_user)

@@ -8,7 +8,7 @@ verdicts they can check, attack by attack, and a test keeps docs/SANDBOX.md equa
 
 from __future__ import annotations
 
-BACKEND_ORDER = ("subprocess", "bwrap", "docker", "local")
+BACKEND_ORDER = ("subprocess", "bwrap", "landlock", "docker", "local")
 
 BLOCKED, BOUNDED, CONTAINED, PARTLY, NOT_BLOCKED, NA = (
     "blocked",
@@ -23,6 +23,7 @@ Cell = tuple[str, str]
 
 _CLEAN_ENV = "the environment is built from nothing (PATH, LANG, a temporary HOME)"
 _SAME_AS_SUBPROCESS = "as subprocess (the limits hold for bwrap's whole tree)"
+_AS_SUBPROCESS = "as subprocess"
 
 ATTACKS: dict[str, tuple[str, dict[str, Cell]]] = {
     "env_key": (
@@ -30,6 +31,7 @@ ATTACKS: dict[str, tuple[str, dict[str, Cell]]] = {
         {
             "subprocess": (BLOCKED, _CLEAN_ENV),
             "bwrap": (BLOCKED, _CLEAN_ENV + " (`--clearenv`)"),
+            "landlock": (BLOCKED, _CLEAN_ENV),
             "docker": (BLOCKED, _CLEAN_ENV + " (`-e`)"),
             "local": (NOT_BLOCKED, "it is the host's own `os.environ`"),
         },
@@ -48,6 +50,12 @@ ATTACKS: dict[str, tuple[str, dict[str, Cell]]] = {
                 "own pid namespace: pid 1 and the parent are the sandbox's own bwrap, with "
                 "the clean environment",
             ),
+            "landlock": (
+                BLOCKED,
+                "Landlock opens only the worker's own /proc entry: pid 1's, the parent's and "
+                "other processes' are refused (and Landlock refuses ptrace-style access to "
+                "processes outside the sandbox)",
+            ),
             "docker": (BLOCKED, "own pid namespace: the worker is pid 1"),
             "local": (NOT_BLOCKED, "the code runs in the host process"),
         },
@@ -65,6 +73,12 @@ ATTACKS: dict[str, tuple[str, dict[str, Cell]]] = {
                 "only /usr, /bin, /lib*, /sbin, the Python install and directory contexts "
                 "are there, read-only",
             ),
+            "landlock": (
+                BLOCKED,
+                "Landlock lets it read only /usr, /bin, /lib*, /sbin, /etc/ld.so.cache, "
+                "/etc/localtime, the Python install and venv and the contexts; NOT blocked: "
+                "whether a path exists, its size and times (`stat` is not guarded)",
+            ),
             "docker": (BLOCKED, "only the image, the worker and directory contexts"),
             "local": (NOT_BLOCKED, "anything the host can read"),
         },
@@ -80,6 +94,11 @@ ATTACKS: dict[str, tuple[str, dict[str, Cell]]] = {
                 BLOCKED,
                 "every bind is read-only; /tmp is a private tmpfs, gone with the sandbox",
             ),
+            "landlock": (
+                BLOCKED,
+                "Landlock lets it write only beneath its private temporary folder (removed "
+                "at the end) and /dev/null; truncation is guarded too",
+            ),
             "docker": (BLOCKED, "read-only root; /tmp is a private tmpfs"),
             "local": (NOT_BLOCKED, "anything the host can write"),
         },
@@ -93,6 +112,11 @@ ATTACKS: dict[str, tuple[str, dict[str, Cell]]] = {
                 "(sub-queries sent that way bypass the budget)",
             ),
             "bwrap": (BLOCKED, "an empty network namespace: no interface is up"),
+            "landlock": (
+                BLOCKED,
+                "seccomp refuses every new socket (TCP, UDP, unix, netlink) and io_uring; "
+                "Landlock ABI 4+ also denies TCP bind and connect",
+            ),
             "docker": (BLOCKED, "`--network none`"),
             "local": (NOT_BLOCKED, "the host's network"),
         },
@@ -106,6 +130,11 @@ ATTACKS: dict[str, tuple[str, dict[str, Cell]]] = {
                 "with the worker (process group, subreaper, cgroup)",
             ),
             "bwrap": (CONTAINED, "allowed, inside the same namespaces; killed with them"),
+            "landlock": (
+                CONTAINED,
+                "allowed (programs of the read-only system folders); each inherits the "
+                "confinement, the clean environment and the limits, and dies with the worker",
+            ),
             "docker": (CONTAINED, "allowed, inside the container; removed with it"),
             "local": (
                 NOT_BLOCKED,
@@ -124,6 +153,7 @@ ATTACKS: dict[str, tuple[str, dict[str, Cell]]] = {
                 "from RLIMIT_NPROC)",
             ),
             "bwrap": (BOUNDED, _SAME_AS_SUBPROCESS),
+            "landlock": (BOUNDED, _AS_SUBPROCESS),
             "docker": (BOUNDED, "`--pids-limit 256`"),
             "local": (NOT_BLOCKED, "it forks the host"),
         },
@@ -137,6 +167,7 @@ ATTACKS: dict[str, tuple[str, dict[str, Cell]]] = {
                 "memory limit on the whole tree where one can be made); the REPL goes on",
             ),
             "bwrap": (BLOCKED, _SAME_AS_SUBPROCESS + "; /tmp is capped at the same size"),
+            "landlock": (BLOCKED, _AS_SUBPROCESS),
             "docker": (
                 BLOCKED,
                 "`MemoryError` (the worker sets RLIMIT_AS on itself); `--memory` for the container",
@@ -154,6 +185,7 @@ ATTACKS: dict[str, tuple[str, dict[str, Cell]]] = {
                 "is told)",
             ),
             "bwrap": (BLOCKED, "as subprocess"),
+            "landlock": (BLOCKED, _AS_SUBPROCESS),
             "docker": (BLOCKED, "as subprocess"),
             "local": (
                 PARTLY,
@@ -172,6 +204,7 @@ ATTACKS: dict[str, tuple[str, dict[str, Cell]]] = {
                 "drains, keeping 4 KB",
             ),
             "bwrap": (BLOCKED, "as subprocess"),
+            "landlock": (BLOCKED, _AS_SUBPROCESS),
             "docker": (BLOCKED, "as subprocess"),
             "local": (BLOCKED, "cut the same way (raw fd writes reach the host's streams)"),
         },
@@ -185,6 +218,7 @@ ATTACKS: dict[str, tuple[str, dict[str, Cell]]] = {
                 "the worker, which is restarted (the model is told)",
             ),
             "bwrap": (BLOCKED, "as subprocess"),
+            "landlock": (BLOCKED, _AS_SUBPROCESS),
             "docker": (BLOCKED, "as subprocess"),
             "local": (PARTLY, "`RecursionError`; a C stack overflow kills the host"),
         },
@@ -198,6 +232,7 @@ ATTACKS: dict[str, tuple[str, dict[str, Cell]]] = {
                 "restarted (the model is told)",
             ),
             "bwrap": (BLOCKED, "as subprocess"),
+            "landlock": (BLOCKED, _AS_SUBPROCESS),
             "docker": (BLOCKED, "as subprocess"),
             "local": (PARTLY, "`SystemExit` is caught; `os._exit` ends the host"),
         },
@@ -210,6 +245,7 @@ ATTACKS: dict[str, tuple[str, dict[str, Cell]]] = {
                 "every built-in name and `context` is restored after every block",
             ),
             "bwrap": (BLOCKED, "as subprocess"),
+            "landlock": (BLOCKED, _AS_SUBPROCESS),
             "docker": (BLOCKED, "as subprocess"),
             "local": (BLOCKED, "as subprocess"),
         },
@@ -223,6 +259,7 @@ ATTACKS: dict[str, tuple[str, dict[str, Cell]]] = {
                 "every block and at every host call",
             ),
             "bwrap": (BLOCKED, "as subprocess"),
+            "landlock": (BLOCKED, _AS_SUBPROCESS),
             "docker": (BLOCKED, "as subprocess"),
             "local": (
                 NOT_BLOCKED,
@@ -241,6 +278,7 @@ ATTACKS: dict[str, tuple[str, dict[str, Cell]]] = {
                 "the host goes on",
             ),
             "bwrap": (BLOCKED, "as subprocess"),
+            "landlock": (BLOCKED, _AS_SUBPROCESS),
             "docker": (BLOCKED, "as subprocess"),
             "local": (NA, "no channel: model code can close any descriptor of the host"),
         },
@@ -250,6 +288,11 @@ ATTACKS: dict[str, tuple[str, dict[str, Cell]]] = {
         {
             "subprocess": (NOT_BLOCKED, "same user: `os.kill(os.getppid(), 9)` works"),
             "bwrap": (BLOCKED, "the host is outside the sandbox's pid namespace"),
+            "landlock": (
+                PARTLY,
+                "blocked where the kernel's Landlock ABI is 6 or later (Linux 6.12: signals "
+                "scoped to the sandbox); NOT blocked before that (same user)",
+            ),
             "docker": (BLOCKED, "the host is outside the container"),
             "local": (NOT_BLOCKED, "it is the host"),
         },
@@ -263,6 +306,11 @@ ATTACKS: dict[str, tuple[str, dict[str, Cell]]] = {
                 "on the host's disk (removed at the end)",
             ),
             "bwrap": (BLOCKED, "/tmp is a tmpfs capped at the memory limit; the rest is read-only"),
+            "landlock": (
+                PARTLY,
+                "as subprocess: 1 GiB per file (RLIMIT_FSIZE), no total; its private "
+                "temporary folder is on the host's disk",
+            ),
             "docker": (BLOCKED, "as bwrap"),
             "local": (NOT_BLOCKED, "the host's disk"),
         },
