@@ -8,6 +8,7 @@ time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -202,8 +203,8 @@ def cmdline(pid: int) -> str:
 
 def sandbox_backends() -> list[tuple[str, type]]:
     """(name, class) of each sandbox backend that runs here: subprocess always, bwrap where
-    bubblewrap can create its namespaces, docker where an engine answers, and local (the
-    in-process debugging backend, for scale)."""
+    bubblewrap can create its namespaces, landlock where the kernel can confine a worker,
+    docker where an engine answers, and local (the in-process debugging backend, for scale)."""
     from recursa.sandbox.process import SubprocessSandbox
 
     out: list[tuple[str, type]] = [("subprocess", SubprocessSandbox)]
@@ -215,6 +216,11 @@ def sandbox_backends() -> list[tuple[str, type]]:
         return out
     if bwrap_problem() is None:
         out.append(("bwrap", BwrapSandbox))
+    with contextlib.suppress(ImportError):  # a recursa from before the landlock backend
+        from recursa.sandbox.landlock import LandlockSandbox, landlock_problem
+
+        if landlock_problem() is None:
+            out.append(("landlock", LandlockSandbox))
     if docker_problem() is None:
         out.append(("docker", DockerSandbox))
     out.append(("local", LocalSandbox))

@@ -55,8 +55,8 @@ from ._server import trivial_turns
 
 BENCH = "iteration"
 TARGET_MS = 5.0
-ROUND_TRIP_TARGET_US = 100.0
-"""The sandbox issue's target for one exec round trip in bwrap."""
+ROUND_TRIP_TARGETS_US = {"bwrap": 100.0, "landlock": 150.0}
+"""The sandbox issues' targets for one exec round trip, by backend."""
 PEERS = "official 1.7 ms; DSPy 1,482 ms"
 TURNS = 30
 REPLY = "I will check the variable and go on.\n```repl\nx = 1\n```"
@@ -244,7 +244,7 @@ def main() -> list[Result]:
                 f"(a) exec round trip, trivial block, {name}",
                 exec_s[name] * 1e6,
                 "us",
-                target=ROUND_TRIP_TARGET_US if name == "bwrap" else None,
+                target=ROUND_TRIP_TARGETS_US.get(name),
             )
         )
     a_s = exec_s[default]
