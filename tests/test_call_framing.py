@@ -12,7 +12,13 @@ from typing import Any
 import pytest
 
 from recursa import RLM
-from recursa.sandbox import ContextPayload, _framing, bwrap_problem, make_sandbox
+from recursa.sandbox import (
+    ContextPayload,
+    _framing,
+    bwrap_problem,
+    landlock_problem,
+    make_sandbox,
+)
 from recursa.sandbox.base import StreamedTexts
 from recursa.testing import LMRequest, ScriptedLM
 
@@ -21,6 +27,10 @@ BACKENDS = [
     "local",
     pytest.param(
         "bwrap", marks=pytest.mark.skipif(bwrap_problem() is not None, reason=str(bwrap_problem()))
+    ),
+    pytest.param(
+        "landlock",
+        marks=pytest.mark.skipif(landlock_problem() is not None, reason=str(landlock_problem())),
     ),
 ]
 
