@@ -59,7 +59,11 @@ def diagnose() -> dict[str, Any]:
     landlock, confined = _probe_landlock()
     docker = docker_problem()
     backends = {
-        "bwrap": {"works": bwrap_problem() is None, "why_not": bwrap_problem()},
+        "bwrap": {
+            "works": bwrap_problem() is None,
+            "why_not": bwrap_problem(),
+            "note": "namespaces: no network, no view of your files, own pid namespace",
+        },
         "landlock": {"works": landlock is None, "why_not": landlock, **confined},
         "docker": {"works": docker is None, "why_not": docker},
         "subprocess": {"works": True, "why_not": None, "note": "NOT isolated: files, network"},

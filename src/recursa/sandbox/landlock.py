@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from .base import ContextPayload
 from .bwrap import SYSTEM_DIRS, SYSTEM_FILES, python_dirs
 from .process import SubprocessSandbox
 
@@ -54,11 +53,6 @@ class LandlockSandbox(SubprocessSandbox):
         super().__init__(**options)
         self.confinement: dict[str, Any] = {}
         """What the running worker reported it applied: abi, protections."""
-        self._reads: list[str] = []
-
-    def command(self, payload: ContextPayload) -> list[str]:
-        self._reads = payload.host_paths()
-        return super().command(payload)
 
     def init_options(self) -> dict[str, Any]:
         assert self.workdir is not None
@@ -66,7 +60,7 @@ class LandlockSandbox(SubprocessSandbox):
         return {
             **super().init_options(),
             "confine": {
-                "read": [*reads, "/proc/self", *self._reads],
+                "read": [*reads, "/proc/self", *self.bound],  # bound: the contexts' host paths
                 "write": [self.workdir, *DEVICES_WRITE],
             },
         }
