@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import struct
 import sys
 import textwrap
 from pathlib import Path
@@ -23,7 +24,7 @@ from recursa import RLM
 from recursa.cli import dispatch
 from recursa.errors import ConfigError, SandboxError
 from recursa.sandbox import ContextPayload, LandlockSandbox, landlock_problem, resolve_backend
-from recursa.sandbox._confine import protections
+from recursa.sandbox._confine import ARCHES, protections, seccomp_program
 from recursa.sandbox.landlock import landlock_abi
 from recursa.testing import ScriptedLM
 from test_hostile_code import loopback_server  # noqa: F401 (a fixture)
@@ -205,3 +206,40 @@ def test_doctor_says_what_works_and_never_prints_a_key() -> None:
     assert "--sandbox auto: landlock" in text.out
     assert "provider keys set: openai" in text.out
     assert SECRET not in as_json.out + text.out + as_json.err + text.err
+
+
+def run_bpf(program: bytes, arch: int, nr: int, arg0: int = 0) -> int:
+    """Classic BPF, the few instructions `seccomp_program` uses, over one seccomp_data."""
+    data = struct.pack("=iIQ6Q", nr, arch, 0, arg0, 0, 0, 0, 0, 0)
+    ops = [struct.unpack("=HBBI", program[i : i + 8]) for i in range(0, len(program), 8)]
+    acc, pc = 0, 0
+    while True:
+        code, jt, jf, k = ops[pc]
+        if code == 0x20:  # ld word at k
+            acc = struct.unpack_from("=I", data, k)[0]
+        elif code == 0x06:  # ret
+            return k
+        else:
+            taken = {0x15: acc == k, 0x45: bool(acc & k), 0x35: acc >= k}[code]
+            pc += jt if taken else jf
+        pc += 1
+
+
+@pytest.mark.parametrize("machine", ["x86_64", "aarch64"])
+def test_the_seccomp_program_refuses_what_it_says_on_both_machines(machine: str) -> None:
+    arch, numbers = ARCHES[machine]
+    denied = [n for name, n in numbers.items() if name not in ("clone", "clone3", "truncate")]
+    program = seccomp_program(arch, denied, numbers["clone"], numbers["clone3"])
+    eperm, enosys, allow, kill = 0x50001, 0x50026, 0x7FFF0000, 0x80000000
+    read = {"x86_64": 0, "aarch64": 63}[machine]
+
+    for name in ("socket", "socketpair", "ptrace", "unshare", "mount", "setns", "io_uring_setup"):
+        assert run_bpf(program, arch, numbers[name]) == eperm, name
+    assert run_bpf(program, arch, numbers["clone3"]) == enosys
+    assert run_bpf(program, arch, numbers["clone"], 0x10000000 | 17) == eperm  # CLONE_NEWUSER
+    assert run_bpf(program, arch, numbers["clone"], 0x003D0F00 | 17) == allow  # a thread
+    assert run_bpf(program, arch, read) == allow
+    assert run_bpf(program, arch, numbers["truncate"]) == allow  # Landlock ABI 3+ guards it
+    assert run_bpf(program, 0x40000003, read) == kill  # another architecture's numbers
+    if machine == "x86_64":
+        assert run_bpf(program, arch, 0x40000000 | 41) == eperm  # x32 socket
