@@ -74,7 +74,7 @@ class RecursaModel(llm.Model):
         max_cost: float | None = Field(None, description="USD in all", gt=0)
         timeout: float | None = Field(None, description="Seconds for the whole run", gt=0)
         cell_timeout: float | None = Field(None, description="Seconds per code block", gt=0)
-        sandbox: str | None = Field(None, description="auto, subprocess, bwrap or docker")
+        sandbox: str | None = Field(None, description="auto, bwrap, landlock, docker or subprocess")
         progress: bool | None = Field(None, description="Show progress on standard error")
 
     def __init__(self, target: str) -> None:

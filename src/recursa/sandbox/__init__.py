@@ -39,17 +39,6 @@ def resolve_backend(kind: str = "auto") -> str:
     return kind
 
 
-def auto_note() -> str:
-    """Why `auto` picks what it picks here, in a few words (for progress output)."""
-    problem = bwrap_problem()
-    if problem is None:
-        return "auto: bubblewrap works here"
-    landlock = landlock_problem()
-    return f"auto: bubblewrap unusable ({problem}); " + (
-        f"Landlock unusable ({landlock})" if landlock else "Landlock works here"
-    )
-
-
 def make_sandbox(kind: str, **options: Any) -> Sandbox:
     """A new, not yet started sandbox of a backend that `resolve_backend` returned.
     `options`: cell_timeout, max_output, memory_limit (MiB, None for the default),
@@ -80,7 +69,6 @@ __all__ = [
     "LandlockSandbox",
     "Sandbox",
     "SubprocessSandbox",
-    "auto_note",
     "bwrap_problem",
     "docker_problem",
     "landlock_problem",
