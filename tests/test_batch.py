@@ -95,7 +95,7 @@ def results(batch_dir: Path) -> list[dict]:
 
 def test_each_question_gets_one_result_line_with_its_answer(serve, batch_dir):
     server = serve(responder())
-    done = run_cli(batch_args(batch_dir, server.url, "--concurrency", "4"), timeout=120)
+    done = run_cli(batch_args(batch_dir, server.url, "--jobs", "4"), timeout=120)
     assert done.rc == 0, done.err
     rows = results(batch_dir)
     assert sorted(r["id"] for r in rows) == [f"q{i:02d}" for i in range(20)]
@@ -110,10 +110,15 @@ def test_each_question_gets_one_result_line_with_its_answer(serve, batch_dir):
     assert done.out.strip() == f"results: {batch_dir / 'results.jsonl'}"
 
 
-def test_a_rerun_skips_the_ids_already_answered(serve, batch_dir):
+def test_a_rerun_refuses_old_results_and_with_resume_skips_the_answered_ids(serve, batch_dir):
     server = serve(responder())
     assert run_cli(batch_args(batch_dir, server.url), timeout=120).rc == 0
-    again = run_cli(batch_args(batch_dir, server.url), timeout=60)
+    fresh = run_cli(batch_args(batch_dir, server.url), timeout=60)
+    again = run_cli(batch_args(batch_dir, server.url, "--resume"), timeout=60)
+    assert fresh.rc == 2 and fresh.err_lines == [
+        f"recursa: error: {batch_dir / 'results.jsonl'} already holds 20 results: pass "
+        "--resume to go on from them, or choose another --out"
+    ]
     assert again.rc == 0 and "0 ran (none ran), 20 already in" in again.err
     assert len(results(batch_dir)) == 20
     assert all(first_turns(server, f"q{i:02d}") == 1 for i in range(20))
@@ -140,11 +145,12 @@ def test_a_batch_interrupted_by_sigint_keeps_its_results_and_resumes(serve, batc
         release.set()
     assert stopped.rc == 130, stopped.err
     assert "interrupted; the finished results are kept" in stopped.err
+    assert "again with --resume to go on" in stopped.err
     kept = results(batch_dir)
     assert sorted(r["id"] for r in kept) == [f"q{i:02d}" for i in range(5)]
     assert all(r["status"] == "ok" for r in kept)
 
-    resumed = run_cli(batch_args(batch_dir, server.url, "--concurrency", "4"), timeout=120)
+    resumed = run_cli(batch_args(batch_dir, server.url, "--jobs", "4", "--resume"), timeout=120)
     assert resumed.rc == 0, resumed.err
     assert "15 ran (15 ok), 5 already in" in resumed.err
     rows = results(batch_dir)
@@ -226,7 +232,7 @@ def test_a_line_may_name_several_contexts_and_the_plan_skips_finished_ids(batch_
     )
     out = batch_dir / "results.jsonl"
     out.write_text(json.dumps({"id": "n", "status": "ok"}) + "\n")
-    items, todo = plan(BatchConfig(path, out, contexts=("shared.log",)))
+    items, todo = plan(BatchConfig(path, out, contexts=("shared.log",), resume=True))
     assert items[0].contexts == (
         str((batch_dir / "shared.log").resolve()),
         str((batch_dir / "data/own.txt").resolve()),

@@ -116,7 +116,13 @@ def run(
 
 
 @cli.command()
-@click.option("--size-mb", type=click.FloatRange(min=0.01), default=20.0, show_default=True)
+@click.option(
+    "--size-mb",
+    type=click.FloatRange(min=0.01),
+    default=20.0,
+    show_default=True,
+    help="Size of the generated log the fact hides in.",
+)
 @_run_options
 def demo(size_mb: float, **opts: Any) -> int:
     """Find a planted fact in a generated log: scripted model unless --model is given."""
@@ -316,7 +322,9 @@ def runs() -> None:
 
 
 @runs.command("list")
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Runs to list."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
 def runs_list(limit: int, as_json: bool) -> int:
     """The most recent runs, newest first."""
@@ -425,6 +433,9 @@ def dispatch(argv: list[str] | None = None) -> int:
         result = cli.main(args=argv, prog_name="recursa", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
+    except click.exceptions.NoArgsIsHelpError as exc:  # `recursa`, `recursa runs`: the help
+        exc.show()
+        return EXIT_USAGE
     except click.UsageError as exc:
         return _fail(" ".join(exc.format_message().split()).rstrip("."), EXIT_USAGE)
     except click.Abort:
