@@ -6,6 +6,9 @@ relative paths in a line are read from the questions file's folder). Each questi
 run of its own RLM; `concurrency` of them run at once, on this machine (the `local`
 executor) or as tasks on a Ray cluster (`ray`, see `recursa.ray_executor`).
 
+A path a line names that cannot be read makes that question's result an error (the batch
+goes on); a missing shared `--context` path is refused before anything runs.
+
 Results are appended to the output file as each question finishes, one JSON object a line
 (`id`, `question`, `contexts`, `answer`, `status`, `iterations`, `usage`, `run_id`,
 `error`, `wall_s`, `executor`, `finished_at`). With `resume` (`--resume`) a rerun with the
@@ -271,6 +274,10 @@ def plan(config: BatchConfig) -> tuple[list[BatchItem], list[BatchItem]]:
     unless `retry_errors` and its last result is an error. Results there without `resume`
     (or `retry_errors`) are refused."""
     items = load_questions(config.questions, config.contexts)
+    if config.executor == "local":  # a shared path is the command's: a usage error
+        for shared in config.contexts:
+            if not Path(shared).exists():
+                raise ConfigError(f"context path not found: {shared}")
     done = load_results(config.out)
     if done and not (config.resume or config.retry_errors):
         raise ConfigError(
@@ -291,10 +298,6 @@ async def arun_batch(
     """Run the questions not yet answered in `config.out`, appending each result as it
     finishes. Cancelled, it stops the runs in flight; the results written stay."""
     items, todo = plan(config)
-    if config.executor == "local":
-        missing = sorted({p for item in todo for p in item.contexts if not Path(p).exists()})
-        if missing:
-            raise ConfigError(f"context path not found: {missing[0]}")
     summary = BatchSummary(out=config.out, total=len(items), skipped=len(items) - len(todo))
     if not todo:
         return summary

@@ -107,6 +107,7 @@ def run(
     question: str, context_paths: tuple[str, ...], mmap_threshold: int | None, **opts: Any
 ) -> int:
     """Answer QUESTION over the given contexts."""
+    note_stdin(context_paths)
     contexts = [from_path(p, mmap_threshold=mmap_threshold) for p in context_paths]
     if not opts.get("model"):
         raise ConfigError(
@@ -145,7 +146,32 @@ def demo(size_mb: float, **opts: Any) -> int:
         return _execute(_make_rlm(opts, env={}), QUESTION, [context], opts)
 
 
+def note_stdin(paths: tuple[str, ...]) -> None:
+    """`--context -` from a terminal waits for typing: say so, or it looks like a hang."""
+    if "-" in paths and sys.stdin.isatty():
+        click.echo(
+            "recursa: reading the context from standard input; end it with Ctrl-D "
+            "(or pipe a file in: ... --context - < FILE)",
+            err=True,
+        )
+
+
+def _given(name: str) -> bool:
+    """Whether the option `name` of the running command was set by the user (flag or
+    environment), not left at its default."""
+    ctx = click.get_current_context(silent=True)
+    source = ctx.get_parameter_source(name) if ctx is not None else None
+    return source in (
+        click.core.ParameterSource.COMMANDLINE,
+        click.core.ParameterSource.ENVIRONMENT,
+    )
+
+
 def _make_rlm(opts: dict[str, Any], env: dict[str, str] | None = None) -> RLM:
+    if opts.get("strategy") == "direct" and _given("mode"):
+        raise click.UsageError(
+            "--mode has no effect with --strategy direct (no REPL runs): leave one out"
+        )
     prices = PriceTable.default()
     if opts.get("prices_file"):
         prices = prices.with_overrides(opts["prices_file"])
