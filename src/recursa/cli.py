@@ -22,7 +22,7 @@ from .context import Context, from_path, from_text
 from .engine import RLM, Auto, Direct, RunResult
 from .errors import ConfigError, RecursaError
 from .evals.cli import bench_command, eval_command
-from .events import Event, Listener, RunEnded
+from .events import ControllerNote, Event, Listener, RunEnded
 from .lm.pricing import PriceTable
 from .mining.cli import distill_command, mine_command, pipeline_command
 from .progress import Progress
@@ -142,7 +142,9 @@ def demo(size_mb: float, **opts: Any) -> int:
             err=True,
         )
     with FakeLMServer(scripted_model()) as server:
-        opts.update(model="openai/scripted-demo", base_url=server.url, sub_model=None)
+        opts.update(
+            model="openai/scripted-demo", base_url=server.url, sub_model=None, scripted=True
+        )
         return _execute(_make_rlm(opts, env={}), QUESTION, [context], opts)
 
 
@@ -227,6 +229,8 @@ def _execute(rlm: RLM, question: str, contexts: list[Context], opts: dict[str, A
         listeners.append(otel.OtelExporter())
     events: list[Event] = []
     listeners.append(events.append)
+    if opts.get("scripted"):  # the demo's own script drives it: no note on the model
+        listeners = [_without(ControllerNote, listeners)]
     try:
         result = _run_interruptible(rlm, question, contexts, listeners)
     finally:
@@ -241,6 +245,17 @@ def _execute(rlm: RLM, question: str, contexts: list[Context], opts: dict[str, A
         except ConfigError as exc:
             click.echo(f"recursa: warning: the run was not stored: {exc}", err=True)
     return _report(result, opts["as_json"])
+
+
+def _without(kind: type[Event], listeners: list[Listener]) -> Listener:
+    """One listener that hands every event but those of `kind` to `listeners`."""
+
+    def deliver(event: Event) -> None:
+        if not isinstance(event, kind):
+            for listener in listeners:
+                listener(event)
+
+    return deliver
 
 
 def _run_interruptible(
