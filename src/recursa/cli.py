@@ -370,17 +370,21 @@ def runs() -> None:
 def runs_list(limit: int, as_json: bool) -> int:
     """The most recent runs, newest first."""
     stored = RunStore().list(limit)
+    row = "{:<12}  {:<19}  {:<8} {:<16} {:>5}  {}  {}"
+    if stored and not as_json:
+        click.echo(row.format("RUN", "STARTED", "KIND", "STATUS", "CALLS", "MODEL", "QUESTION"))
     for run_ in stored:
         if as_json:
             click.echo(json.dumps(run_.to_dict(), ensure_ascii=False))
             continue
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run_.started_at))
         calls = run_.usage.get("llm_calls", 0)
         question = " ".join(run_.question.split())
         click.echo(
-            f"{run_.id}  {when}  {run_.kind:<6} {run_.status or '?':<16} {calls:>5} calls  "
-            f"{run_.model}  {question[:60]}"
-        )
+            row.format(
+                run_.id, _when(run_.started_at), run_.kind, run_.status or "?", calls,
+                run_.model, question[:60],
+            )
+        )  # fmt: skip
     if not stored and not as_json:
         click.echo("no runs stored yet", err=True)
     return EXIT_OK
@@ -401,9 +405,16 @@ def runs_show(run_id: str, as_json: bool, as_trace: bool) -> int:
         click.echo(json.dumps(run_.to_dict(), ensure_ascii=False))
     else:
         for key, value in run_.to_dict().items():
+            if key == "started_at":
+                value = _when(value)
             shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
             click.echo(f"{key}: {shown}")
     return EXIT_OK
+
+
+def _when(epoch: float) -> str:
+    """A stored time for people: local date and time (the JSON keeps the epoch seconds)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
 
 
 @cli.command()
