@@ -71,9 +71,13 @@ _HELP = {
 @click.option(
     "--seeds", type=click.IntRange(min=1), default=1, show_default=True, help=_HELP["seeds"]
 )
-@click.option("--model", help="Root model, PROVIDER/MODEL (default: RECURSA_MODEL).")
-@click.option("--sub-model", help="Model for sub-queries (default: RECURSA_SUB_MODEL).")
-@click.option("--base-url", help="Base URL of an OpenAI-compatible server.")
+@click.option("--model", metavar="PROVIDER/MODEL", help="Root model (default: RECURSA_MODEL).")
+@click.option(
+    "--sub-model",
+    metavar="PROVIDER/MODEL",
+    help="Model for sub-queries (default: RECURSA_SUB_MODEL).",
+)
+@option("base_url")
 @click.option("--oracle", is_flag=True, help=_HELP["oracle"])
 @click.option("--out", "out_dir", required=True, metavar="DIR", help=_HELP["out"])
 @click.option("--resume", is_flag=True, help=_HELP["resume"])
