@@ -95,7 +95,7 @@ def results(batch_dir: Path) -> list[dict]:
 
 def test_each_question_gets_one_result_line_with_its_answer(serve, batch_dir):
     server = serve(responder())
-    done = run_cli(batch_args(batch_dir, server.url, "--concurrency", "4"), timeout=120)
+    done = run_cli(batch_args(batch_dir, server.url, "--jobs", "4"), timeout=120)
     assert done.rc == 0, done.err
     rows = results(batch_dir)
     assert sorted(r["id"] for r in rows) == [f"q{i:02d}" for i in range(20)]
@@ -110,10 +110,15 @@ def test_each_question_gets_one_result_line_with_its_answer(serve, batch_dir):
     assert done.out.strip() == f"results: {batch_dir / 'results.jsonl'}"
 
 
-def test_a_rerun_skips_the_ids_already_answered(serve, batch_dir):
+def test_a_rerun_refuses_old_results_and_with_resume_skips_the_answered_ids(serve, batch_dir):
     server = serve(responder())
     assert run_cli(batch_args(batch_dir, server.url), timeout=120).rc == 0
-    again = run_cli(batch_args(batch_dir, server.url), timeout=60)
+    fresh = run_cli(batch_args(batch_dir, server.url), timeout=60)
+    again = run_cli(batch_args(batch_dir, server.url, "--resume"), timeout=60)
+    assert fresh.rc == 2 and fresh.err_lines == [
+        f"recursa: error: {batch_dir / 'results.jsonl'} already holds 20 results: pass "
+        "--resume to go on from them, or choose another --out"
+    ]
     assert again.rc == 0 and "0 ran (none ran), 20 already in" in again.err
     assert len(results(batch_dir)) == 20
     assert all(first_turns(server, f"q{i:02d}") == 1 for i in range(20))
@@ -140,11 +145,12 @@ def test_a_batch_interrupted_by_sigint_keeps_its_results_and_resumes(serve, batc
         release.set()
     assert stopped.rc == 130, stopped.err
     assert "interrupted; the finished results are kept" in stopped.err
+    assert "again with --resume to go on" in stopped.err
     kept = results(batch_dir)
     assert sorted(r["id"] for r in kept) == [f"q{i:02d}" for i in range(5)]
     assert all(r["status"] == "ok" for r in kept)
 
-    resumed = run_cli(batch_args(batch_dir, server.url, "--concurrency", "4"), timeout=120)
+    resumed = run_cli(batch_args(batch_dir, server.url, "--jobs", "4", "--resume"), timeout=120)
     assert resumed.rc == 0, resumed.err
     assert "15 ran (15 ok), 5 already in" in resumed.err
     rows = results(batch_dir)
@@ -192,13 +198,35 @@ def test_a_failed_question_is_a_result_and_the_exit_status_says_so(serve, batch_
     assert last["q02"]["status"] == "error" and "this model refuses" in last["q02"]["error"]
 
 
-def test_a_missing_context_path_is_refused_before_any_question_runs(serve, batch_dir):
+def test_a_missing_context_path_in_one_line_fails_that_question_and_the_batch_goes_on(
+    serve, batch_dir
+):
     (batch_dir / "questions.jsonl").write_text(
-        json.dumps({"id": 1, "question": "[q01] count apple", "context": "missing.txt"}) + "\n"
+        json.dumps({"id": "q01", "question": "[q01] count apple", "context": "missing.txt"})
+        + "\n"
+        + json.dumps({"id": "q02", "question": "[q02] count apple"})
+        + "\n"
     )
     server = serve(responder())
     done = run_cli(batch_args(batch_dir, server.url), timeout=60)
-    assert done.rc == 2 and "context path not found" in done.err and server.request_count == 0
+    assert done.rc == 1, done.err  # some question failed: its line says why
+    last = load_results(batch_dir / "results.jsonl")
+    missing = batch_dir / "missing.txt"
+    assert last["q01"]["status"] == "error"
+    assert last["q01"]["error"] == f"context path not found: {missing}"
+    assert last["q02"]["status"] == "ok" and last["q02"]["answer"] == 30
+    assert "1 error, 1 ok" in done.err and first_turns(server, "q01") == 0
+
+
+def test_a_missing_shared_context_path_is_refused_before_any_question_runs(serve, batch_dir):
+    server = serve(responder())
+    args = batch_args(batch_dir, server.url)
+    args[args.index("--context") + 1] = str(batch_dir / "gone.log")
+    done = run_cli(args, timeout=60)
+    assert done.rc == 2 and done.err_lines == [
+        f"recursa: error: context path not found: {batch_dir / 'gone.log'}"
+    ]
+    assert server.request_count == 0 and not (batch_dir / "results.jsonl").exists()
 
 
 def test_a_bad_questions_file_is_refused_before_any_question_runs(batch_dir):
@@ -226,7 +254,9 @@ def test_a_line_may_name_several_contexts_and_the_plan_skips_finished_ids(batch_
     )
     out = batch_dir / "results.jsonl"
     out.write_text(json.dumps({"id": "n", "status": "ok"}) + "\n")
-    items, todo = plan(BatchConfig(path, out, contexts=("shared.log",)))
+    items, todo = plan(
+        BatchConfig(path, out, contexts=(str(batch_dir / "shared.log"),), resume=True)
+    )
     assert items[0].contexts == (
         str((batch_dir / "shared.log").resolve()),
         str((batch_dir / "data/own.txt").resolve()),

@@ -17,14 +17,17 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 ORACLE = "ORACLE (scripted, not a model)"
 
 
-def test_recursa_eval_with_the_oracle_says_so_and_a_rerun_runs_nothing(tmp_path: Path) -> None:
+def test_recursa_eval_with_the_oracle_says_so_and_a_resumed_rerun_runs_nothing(
+    tmp_path: Path,
+) -> None:
     args = [
         "eval", "--oracle", "--families", "niah,logs", "--lengths", "8k",
         "--strategies", "direct,rlm", "--out", str(tmp_path), "--no-plots",
     ]  # fmt: skip
 
     first = run_cli(args, timeout=120)
-    again = run_cli(args, timeout=120)
+    fresh = run_cli(args, timeout=120)
+    again = run_cli([*args, "--resume"], timeout=120)
 
     assert first.rc == 0, first.err
     assert first.out.startswith(f"model: {ORACLE}\n")
@@ -32,6 +35,11 @@ def test_recursa_eval_with_the_oracle_says_so_and_a_rerun_runs_nothing(tmp_path:
     assert "| niah | 8k | 100.0 (n=1) | 100.0 (n=1) | — |" in first.out
     assert f"report: {tmp_path / 'report.md'}" in first.out
     assert len(load_results(tmp_path / "results.jsonl")) == 4
+    # a fresh eval into a folder holding results is refused, in one line, and changes nothing
+    assert fresh.rc == 2 and fresh.err_lines[1:] == [
+        f"recursa: error: {tmp_path / 'results.jsonl'} already holds 4 results: pass --resume "
+        "to go on from them, or choose another --out"
+    ], fresh.err
     assert again.rc == 0, again.err
     assert f"4 runs already in {tmp_path / 'results.jsonl'}: skipped" in again.err
     assert len(load_results(tmp_path / "results.jsonl")) == 4
@@ -40,7 +48,7 @@ def test_recursa_eval_with_the_oracle_says_so_and_a_rerun_runs_nothing(tmp_path:
 def test_ctrl_c_stops_recursa_eval_and_keeps_the_finished_results(tmp_path: Path) -> None:
     results = tmp_path / "results.jsonl"
     proc = start_cli(
-        ["eval", "--oracle", "--lengths", "8k", "--seeds", "2", "--concurrency", "1",
+        ["eval", "--oracle", "--lengths", "8k", "--seeds", "2", "--jobs", "1",
          "--out", str(tmp_path), "--no-plots"]
     )  # fmt: skip
     deadline = time.monotonic() + 60
@@ -53,7 +61,7 @@ def test_ctrl_c_stops_recursa_eval_and_keeps_the_finished_results(tmp_path: Path
 
     saved = load_results(results)
     assert result.rc == 130, result.err
-    assert "interrupted;" in result.err_lines[-1] and "run the same command again" in result.err
+    assert "interrupted;" in result.err_lines[-1] and "again with --resume" in result.err
     assert 2 <= len(saved) < 48  # 6 families x 2 seeds x 4 strategies were planned
     assert len({(r["task_id"], r["strategy"]) for r in saved}) == len(saved)
 

@@ -128,7 +128,9 @@ def test_an_interrupted_eval_resumes_without_repeating_finished_tasks(tmp_path: 
             raise KeyboardInterrupt  # as Ctrl-C would
 
     first = run_eval(config(on_result=stop_after_two))
-    second = run_eval(config())
+    with pytest.raises(ConfigError, match="already holds 2 results: pass --resume"):
+        run_eval(config())  # a fresh eval never mixes in old results
+    second = run_eval(config(resume=True))
 
     def keys(records: list[dict[str, Any]]) -> set[tuple[str, str]]:
         return {(r["task_id"], r["strategy"]) for r in records}
@@ -138,7 +140,7 @@ def test_an_interrupted_eval_resumes_without_repeating_finished_tasks(tmp_path: 
     assert keys(first.ran).isdisjoint(keys(second.ran))
     lines = load_results(tmp_path / "results.jsonl")
     assert len(lines) == 4 and len(keys(lines)) == 4
-    assert run_eval(config()).ran == []  # finished: a third run has nothing to do
+    assert run_eval(config(resume=True)).ran == []  # finished: nothing left to do
 
 
 def test_a_rerun_into_a_new_directory_is_answered_from_the_cache(

@@ -187,11 +187,12 @@ def test_live_view_says_what_each_worker_is_doing() -> None:
 
     subs = [call("0", "sub") for _ in range(3)]
     feed(progress, *subs, done(subs[0]))
-    assert "block 1: waiting on 2 sub-queries" in row(frame(progress), "0")
+    # how many of the block's sub-queries are answered, beside those in flight
+    assert "block 1: waiting on sub-queries (1 done, 2 in flight)" in row(frame(progress), "0")
 
     feed(progress, RLMStarted(rlm="0.0", depth=1, question="c", model="m", first_message="f"))
     text = frame(progress)
-    assert "waiting on 1 child RLM and 2 sub-queries" in row(text, "0")
+    assert "waiting on 1 child RLM and sub-queries (1 done, 2 in flight)" in row(text, "0")
     assert "starting" in row(text, "0.0")
 
     first = call("0.0", "root")

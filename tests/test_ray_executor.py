@@ -230,3 +230,38 @@ def test_an_unreachable_ray_cluster_is_one_line_at_once_and_writes_nothing(tmp_p
         assert done.rc == 2
         assert done.err_lines[-1].startswith(f"recursa: error: {why}"), done.err
     assert not out.exists() and not (tmp_path / "eval" / "results.jsonl").exists()
+
+
+def test_the_ray_extra_brings_rays_client_for_ray_addresses():
+    import tomllib
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
+    assert any(req.startswith("ray[client]") for req in extras["ray"]), extras["ray"]
+
+
+def test_a_ray_address_without_rays_client_is_one_line_and_exit_2(tmp_path):
+    """`ray://HOST:PORT` (the form docs/CONTEXTS.md shows) where Ray's client part (grpc)
+    cannot import: one line naming the fix, not Ray's traceback."""
+    import socket
+
+    blocked = tmp_path / "no-grpc" / "grpc"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text("raise ImportError('No module named grpc')\n")
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text('{"id": 1, "question": "q"}\n')
+    out = tmp_path / "results.jsonl"
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # reachable, so Ray is asked
+        address = f"ray://127.0.0.1:{listener.getsockname()[1]}"
+        done = run_cli(
+            ["batch", str(questions), "--out", str(out), "--executor", "ray", "--ray-address",
+             address, "--model", "openai/x", "--base-url", "http://127.0.0.1:9"],
+            env=host_env(PYTHONPATH=str(blocked.parent)),
+            timeout=120,
+        )  # fmt: skip
+    assert done.rc == 2, done.err
+    assert done.err_lines == [
+        f"recursa: error: cannot join the Ray cluster at {address}: Ray's client part is not "
+        "installed: pip install 'recursa[ray]'"
+    ]
+    assert not out.exists()

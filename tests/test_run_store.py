@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 
@@ -33,14 +34,20 @@ def test_runs_list_shows_runs_from_two_separate_invocations(serve, tmp_path: Pat
 
     assert listed.rc == 0, listed.err
     lines = listed.out.strip().splitlines()
-    assert len(lines) == 2
-    assert lines[0].startswith(second["run_id"]) and lines[1].startswith(first["run_id"])
+    assert len(lines) == 3
+    assert lines[0].split() == ["RUN", "STARTED", "KIND", "STATUS", "CALLS", "MODEL", "QUESTION"]
+    assert lines[1].startswith(second["run_id"]) and lines[2].startswith(first["run_id"])
+    assert re.match(r"\w{12}  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d  run ", lines[1]), lines[1]
 
 
 def test_runs_show_gives_the_summary_and_the_whole_trace(serve, tmp_path: Path) -> None:
     out = _run(serve, "shown", tmp_path)
 
     summary = json.loads(run_cli(["runs", "show", out["run_id"][:6], "--json"]).out)
+    shown = run_cli(["runs", "show", out["run_id"]]).out.splitlines()
+    started = [line for line in shown if line.startswith("started_at: ")]
+    assert isinstance(summary["started_at"], float)  # the JSON keeps epoch seconds
+    assert re.fullmatch(r"started_at: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", started[0]), shown
     trace = run_cli(["runs", "show", out["run_id"], "--trace"]).out.strip().splitlines()
 
     assert summary["answer"] == "shown!" and summary["status"] == "ok"
@@ -54,9 +61,13 @@ def test_a_stored_run_replays_by_its_id(serve, tmp_path: Path) -> None:
     out = _run(serve, "again", tmp_path)
 
     done = run_cli(["replay", out["run_id"], "--json", "--quiet"])
+    plain = run_cli(["replay", out["run_id"], "--quiet"])
 
     assert done.rc == 0, done.err
-    assert json.loads(done.out)["answer"] == "again!"
+    replayed = json.loads(done.out)  # as the README says: run's JSON plus the divergence
+    assert replayed["answer"] == "again!" and replayed["status"] == "ok"
+    assert replayed["diverged"] is False and replayed["first_divergence"] is None
+    assert plain.rc == 0 and plain.out == "again!\n"  # without --json: the answer, as run
 
 
 def test_no_store_keeps_the_run_out_of_the_store(serve, tmp_path: Path) -> None:

@@ -139,7 +139,13 @@ def test_bwrap_private_tmp_is_capped_at_the_memory_limit() -> None:
     assert int(out) == 200 * 2**20
 
 
-@pytest.mark.skipif(bwrap_problem() is not None or not _userns_flags(), reason="not here")
+@pytest.mark.skipif(
+    bwrap_problem() is not None or not _userns_flags(),
+    reason=f"bubblewrap cannot run ({bwrap_problem()})"
+    if bwrap_problem() is not None
+    else "this bubblewrap cannot forbid nested user namespaces (--disable-userns needs "
+    "bwrap 0.8+ and user namespaces allowed)",
+)
 def test_bwrap_worker_cannot_make_a_new_user_namespace() -> None:
     code = (
         "import ctypes\n"

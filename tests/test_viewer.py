@@ -436,3 +436,44 @@ def test_view_accepts_a_trace_written_by_recursa_run_trace(recorded, tmp_path: P
     trace, _ = recorded
     assert all(isinstance(json.loads(line), dict) for line in trace.read_text().splitlines())
     assert load_trace(trace) == read_trace(trace)
+
+
+# ---- sub-queries: folded beyond a handful, the one that reached FINAL tagged ----------------
+
+
+def _fan_out(n: int, answer: Any, replies: dict[int, str] | None = None) -> str:
+    trace = Trace()
+    trace.start()
+    trace.add("turn_start", iteration=1)
+    trace.call("0", "root", text="```repl\nllm_query_batched(...)\n```")
+    for i in range(n):
+        trace.call("0", "sub", prompt=f"chunk {i}", text=(replies or {}).get(i, "NONE"))
+    trace.add("turn_end", iteration=1, blocks=1, observation="o", final=True)
+    trace.end(answer=answer)
+    return render_html(trace.events)
+
+
+def test_a_turn_with_many_sub_queries_folds_their_list_and_tags_the_one_that_reached_final():
+    page = _fan_out(62, "amber-falcon-7731", {41: "FOUND amber-falcon-7731"})
+
+    folded = page.split('<details class="fold subs-list">')[1].split("</details></div>")[0]
+    assert folded.startswith("<summary>Sub-queries (62) · 1 reached FINAL</summary>")
+    assert folded.count('<details class="sub"') == 62
+    assert page.count("reached FINAL</span>") == 1
+    tagged = page.split('<span class="tag final">reached FINAL</span>')[1]
+    assert tagged.startswith(" <b>#43</b> sub")  # root turn #1, then chunks 0.. as #2..
+    assert "chunk 41" in tagged.split("</summary>")[0]
+
+
+def test_a_handful_of_sub_queries_stays_listed_and_replies_like_none_are_not_tagged():
+    page = _fan_out(3, "NONE found")
+
+    assert "subs-list" not in page and "<h4>Sub-queries (3)</h4>" in page
+    assert "reached FINAL" not in page  # "NONE" is too short to match by chance
+
+
+def test_no_answer_is_shown_in_a_neutral_box_not_the_answers_green():
+    page = _fan_out(1, None)
+
+    assert '<pre id="answer" class="answer none"><span class="dim">(no answer)</span>' in page
+    assert "pre.answer.none{background:var(--code)" in page

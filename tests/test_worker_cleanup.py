@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e_helpers import bwrap_in_use, finish_cli, repl, start_cli, worker_processes
+from e2e_helpers import bwrap_in_use, finish_cli, host_env, repl, start_cli, worker_processes
 from recursa import prompts
 from recursa.engine import RLM
 from recursa.testing import LMRequest, Reply, ScriptedLM
@@ -164,8 +164,12 @@ def _wait_for_loop(proc, server, tag: str) -> None:
     ids=["sigterm-auto", "sigint-auto", "sigkill-auto", "sigterm-subprocess", "sigkill-subprocess"],
 )
 def test_no_worker_is_left_when_the_cli_is_signalled_mid_run(
-    serve, tag: str, sig: int, sandbox: str, workers_only: bool
+    serve, tag: str, sig: int, sandbox: str, workers_only: bool, tmp_path: Path
 ) -> None:
+    """The CLI's temporary folders go to this test's own folder: a SIGKILLed CLI cannot
+    remove its worker's `recursa-*` folder, which must not pile up in the system's /tmp."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
     alive_during: list[list[int]] = []
     server = serve(_script(tag, repl("while True:\n    pass"), alive_during))
     proc = start_cli(
@@ -179,7 +183,8 @@ def test_no_worker_is_left_when_the_cli_is_signalled_mid_run(
             "--sandbox",
             sandbox,
             "--quiet",
-        ]
+        ],
+        env=host_env(TMPDIR=str(temp)),
     )
     try:
         _wait_for_loop(proc, server, tag)
@@ -191,6 +196,9 @@ def test_no_worker_is_left_when_the_cli_is_signalled_mid_run(
     assert run.rc != 0
     assert "Traceback" not in run.err
     assert wait_until_gone(tag, workers_only=workers_only) == []
+    left = sorted(p.name for p in temp.glob("recursa-*"))
+    if sig != signal.SIGKILL:  # a CLI that could clean up did
+        assert left == []
 
 
 ESCAPE = "start_new_session=True"

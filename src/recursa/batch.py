@@ -6,12 +6,17 @@ relative paths in a line are read from the questions file's folder). Each questi
 run of its own RLM; `concurrency` of them run at once, on this machine (the `local`
 executor) or as tasks on a Ray cluster (`ray`, see `recursa.ray_executor`).
 
+A path a line names that cannot be read makes that question's result an error (the batch
+goes on); a missing shared `--context` path is refused before anything runs.
+
 Results are appended to the output file as each question finishes, one JSON object a line
 (`id`, `question`, `contexts`, `answer`, `status`, `iterations`, `usage`, `run_id`,
-`error`, `wall_s`, `executor`, `finished_at`). A rerun with the same output skips the ids
-already there (with `retry_errors`, those whose last result is an error run again), so an
-interrupted batch resumes where it stopped; an interruption (Ctrl-C, SIGTERM) keeps every
-finished result and ends the runs in flight with their workers.
+`error`, `wall_s`, `executor`, `finished_at`). With `resume` (`--resume`) a rerun with the
+same output skips the ids already there (with `retry_errors`, which implies it, those whose
+last result is an error run again), so an interrupted batch resumes where it stopped; without
+it an output that already holds results is refused, as `recursa eval` does, so that a fresh
+batch never mixes in old results. An interruption (Ctrl-C, SIGTERM) keeps every finished
+result and ends the runs in flight with their workers.
 """
 
 from __future__ import annotations
@@ -65,7 +70,10 @@ class BatchConfig:
     """Questions at once."""
     executor: str = "local"
     ray_address: str | None = None
+    resume: bool = False
+    """Skip the ids already answered in `out`; without it such an `out` is refused."""
     retry_errors: bool = False
+    """Resume, running again the ids whose last result is an error."""
     mmap_threshold: int | None = None
     trace_dir: Path | None = None
     """Write each question's trace to TRACE_DIR/<id>.jsonl (on the node that runs it)."""
@@ -263,9 +271,19 @@ def make_executor(factory: RLMFactory, config: BatchConfig) -> Executor:
 
 def plan(config: BatchConfig) -> tuple[list[BatchItem], list[BatchItem]]:
     """(every question, those still to run): an id with a result in `config.out` is done,
-    unless `retry_errors` and its last result is an error."""
+    unless `retry_errors` and its last result is an error. Results there without `resume`
+    (or `retry_errors`) are refused."""
     items = load_questions(config.questions, config.contexts)
+    if config.executor == "local":  # a shared path is the command's: a usage error
+        for shared in config.contexts:
+            if not Path(shared).exists():
+                raise ConfigError(f"context path not found: {shared}")
     done = load_results(config.out)
+    if done and not (config.resume or config.retry_errors):
+        raise ConfigError(
+            f"{config.out} already holds {len(done)} results: pass --resume to go on from "
+            "them, or choose another --out"
+        )
     if config.retry_errors:
         done = {k: r for k, r in done.items() if r.get("status") != "error"}
     return items, [item for item in items if item.key not in done]
@@ -280,10 +298,6 @@ async def arun_batch(
     """Run the questions not yet answered in `config.out`, appending each result as it
     finishes. Cancelled, it stops the runs in flight; the results written stay."""
     items, todo = plan(config)
-    if config.executor == "local":
-        missing = sorted({p for item in todo for p in item.contexts if not Path(p).exists()})
-        if missing:
-            raise ConfigError(f"context path not found: {missing[0]}")
     summary = BatchSummary(out=config.out, total=len(items), skipped=len(items) - len(todo))
     if not todo:
         return summary
@@ -363,8 +377,9 @@ def run_batch(
 _NOT_FOR_BATCH = frozenset(
     {"concurrency", "trace_path", "trace_context", "otel", "no_store", "as_json"}
 )
-"""Run options that mean something else in a batch, or nothing: the batch's own
---concurrency counts questions (--lm-concurrency is the per-run one), and traces go to
+"""Run options that mean something else in a batch, or nothing: the batch's --jobs
+counts questions, and its own --lm-concurrency is the per-run one without the old
+--concurrency alias, which in a batch still means --jobs, and traces go to
 --trace-dir, one per question."""
 
 
@@ -375,23 +390,24 @@ def make_batch_command(run_options: Callable[..., Any], make_rlm: Callable[..., 
 
     import click
 
-    from .cli_options import option
+    from .cli_options import option, renamed
 
     def batch(
         questions: str,
         out_path: str,
         context_paths: tuple[str, ...],
-        concurrency: int,
+        jobs: int,
         lm_concurrency: int,
         executor: str,
         ray_address: str | None,
+        resume: bool,
         retry_errors: bool,
         mmap_threshold: int | None,
         trace_dir: str | None,
         **opts: Any,
     ) -> int:
         """Answer every question of QUESTIONS (JSON lines: id, question, context) and
-        append the results to --out as they finish; rerun to resume."""
+        append the results to --out as they finish; rerun with --resume to go on."""
 
         if not opts.get("model"):
             raise ConfigError("no model: pass --model PROVIDER/MODEL or set RECURSA_MODEL")
@@ -400,9 +416,10 @@ def make_batch_command(run_options: Callable[..., Any], make_rlm: Callable[..., 
             questions=Path(questions),
             out=Path(out_path),
             contexts=context_paths,
-            concurrency=concurrency,
+            concurrency=jobs,
             executor=executor,
             ray_address=ray_address,
+            resume=resume,
             retry_errors=retry_errors,
             mmap_threshold=mmap_threshold,
             trace_dir=Path(trace_dir) if trace_dir else None,
@@ -434,7 +451,7 @@ def make_batch_command(run_options: Callable[..., Any], make_rlm: Callable[..., 
         if summary.interrupted:
             click.echo(
                 "recursa batch: interrupted; the finished results are kept: run the same "
-                "command again to resume",
+                "command again with --resume to go on",
                 err=True,
             )
             return 130
@@ -460,12 +477,14 @@ def make_batch_command(run_options: Callable[..., Any], make_rlm: Callable[..., 
             metavar="PATH",
             help="Shared context(s) for the questions that name none (repeatable).",
         ),
-        click.option(
-            "--concurrency",
+        renamed(
+            "--jobs",
+            "jobs",
+            old="--concurrency",
             type=click.IntRange(min=1),
             default=4,
             show_default=True,
-            help="Questions at once.",
+            help="Questions at once (each is one run with its own sandbox worker).",
         ),
         click.option(
             "--lm-concurrency",
@@ -477,7 +496,15 @@ def make_batch_command(run_options: Callable[..., Any], make_rlm: Callable[..., 
         option("executor"),
         option("ray_address"),
         click.option(
-            "--retry-errors", is_flag=True, help="Run again the ids whose result is an error."
+            "--resume",
+            is_flag=True,
+            help="Go on from the results already in --out, skipping their ids (without it, "
+            "an --out holding results is refused).",
+        ),
+        click.option(
+            "--retry-errors",
+            is_flag=True,
+            help="Resume, running again the ids whose result is an error.",
         ),
         option("mmap_threshold"),
         click.option("--trace-dir", metavar="DIR", help="One trace per question: DIR/<id>.jsonl."),

@@ -22,7 +22,7 @@ from .context import Context, from_path, from_text
 from .engine import RLM, Auto, Direct, RunResult
 from .errors import ConfigError, RecursaError
 from .evals.cli import bench_command, eval_command
-from .events import Event, Listener, RunEnded
+from .events import ControllerNote, Event, Listener, RunEnded
 from .lm.pricing import PriceTable
 from .mining.cli import distill_command, mine_command, pipeline_command
 from .progress import Progress
@@ -107,6 +107,7 @@ def run(
     question: str, context_paths: tuple[str, ...], mmap_threshold: int | None, **opts: Any
 ) -> int:
     """Answer QUESTION over the given contexts."""
+    note_stdin(context_paths)
     contexts = [from_path(p, mmap_threshold=mmap_threshold) for p in context_paths]
     if not opts.get("model"):
         raise ConfigError(
@@ -116,7 +117,13 @@ def run(
 
 
 @cli.command()
-@click.option("--size-mb", type=click.FloatRange(min=0.01), default=20.0, show_default=True)
+@click.option(
+    "--size-mb",
+    type=click.FloatRange(min=0.01),
+    default=20.0,
+    show_default=True,
+    help="Size of the generated log the fact hides in.",
+)
 @_run_options
 def demo(size_mb: float, **opts: Any) -> int:
     """Find a planted fact in a generated log: scripted model unless --model is given."""
@@ -142,7 +149,9 @@ def demo(size_mb: float, **opts: Any) -> int:
             err=True,
         )
     with FakeLMServer(scripted_model()) as server:
-        opts.update(model="openai/scripted-demo", base_url=server.url, sub_model=None)
+        opts.update(
+            model="openai/scripted-demo", base_url=server.url, sub_model=None, scripted=True
+        )
         return _execute(_make_rlm(opts, env={}), QUESTION, [context], opts)
 
 
@@ -157,7 +166,32 @@ def _unisolated() -> bool:
     return False
 
 
+def note_stdin(paths: tuple[str, ...]) -> None:
+    """`--context -` from a terminal waits for typing: say so, or it looks like a hang."""
+    if "-" in paths and sys.stdin.isatty():
+        click.echo(
+            "recursa: reading the context from standard input; end it with Ctrl-D "
+            "(or pipe a file in: ... --context - < FILE)",
+            err=True,
+        )
+
+
+def _given(name: str) -> bool:
+    """Whether the option `name` of the running command was set by the user (flag or
+    environment), not left at its default."""
+    ctx = click.get_current_context(silent=True)
+    source = ctx.get_parameter_source(name) if ctx is not None else None
+    return source in (
+        click.core.ParameterSource.COMMANDLINE,
+        click.core.ParameterSource.ENVIRONMENT,
+    )
+
+
 def _make_rlm(opts: dict[str, Any], env: dict[str, str] | None = None) -> RLM:
+    if opts.get("strategy") == "direct" and _given("mode"):
+        raise click.UsageError(
+            "--mode has no effect with --strategy direct (no REPL runs): leave one out"
+        )
     prices = PriceTable.default()
     if opts.get("prices_file"):
         prices = prices.with_overrides(opts["prices_file"])
@@ -213,6 +247,8 @@ def _execute(rlm: RLM, question: str, contexts: list[Context], opts: dict[str, A
         listeners.append(otel.OtelExporter())
     events: list[Event] = []
     listeners.append(events.append)
+    if opts.get("scripted"):  # the demo's own script drives it: no note on the model
+        listeners = [_without(ControllerNote, listeners)]
     try:
         result = _run_interruptible(rlm, question, contexts, listeners)
     finally:
@@ -227,6 +263,17 @@ def _execute(rlm: RLM, question: str, contexts: list[Context], opts: dict[str, A
         except ConfigError as exc:
             click.echo(f"recursa: warning: the run was not stored: {exc}", err=True)
     return _report(result, opts["as_json"])
+
+
+def _without(kind: type[Event], listeners: list[Listener]) -> Listener:
+    """One listener that hands every event but those of `kind` to `listeners`."""
+
+    def deliver(event: Event) -> None:
+        if not isinstance(event, kind):
+            for listener in listeners:
+                listener(event)
+
+    return deliver
 
 
 def _run_interruptible(
@@ -345,22 +392,28 @@ def runs() -> None:
 
 
 @runs.command("list")
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Runs to list."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
 def runs_list(limit: int, as_json: bool) -> int:
     """The most recent runs, newest first."""
     stored = RunStore().list(limit)
+    row = "{:<12}  {:<19}  {:<8} {:<16} {:>5}  {}  {}"
+    if stored and not as_json:
+        click.echo(row.format("RUN", "STARTED", "KIND", "STATUS", "CALLS", "MODEL", "QUESTION"))
     for run_ in stored:
         if as_json:
             click.echo(json.dumps(run_.to_dict(), ensure_ascii=False))
             continue
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run_.started_at))
         calls = run_.usage.get("llm_calls", 0)
         question = " ".join(run_.question.split())
         click.echo(
-            f"{run_.id}  {when}  {run_.kind:<6} {run_.status or '?':<16} {calls:>5} calls  "
-            f"{run_.model}  {question[:60]}"
-        )
+            row.format(
+                run_.id, _when(run_.started_at), run_.kind, run_.status or "?", calls,
+                run_.model, question[:60],
+            )
+        )  # fmt: skip
     if not stored and not as_json:
         click.echo("no runs stored yet", err=True)
     return EXIT_OK
@@ -381,9 +434,16 @@ def runs_show(run_id: str, as_json: bool, as_trace: bool) -> int:
         click.echo(json.dumps(run_.to_dict(), ensure_ascii=False))
     else:
         for key, value in run_.to_dict().items():
+            if key == "started_at":
+                value = _when(value)
             shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
             click.echo(f"{key}: {shown}")
     return EXIT_OK
+
+
+def _when(epoch: float) -> str:
+    """A stored time for people: local date and time (the JSON keeps the epoch seconds)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
 
 
 @cli.command()
@@ -454,6 +514,9 @@ def dispatch(argv: list[str] | None = None) -> int:
         result = cli.main(args=argv, prog_name="recursa", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
+    except click.exceptions.NoArgsIsHelpError as exc:  # `recursa`, `recursa runs`: the help
+        exc.show()
+        return EXIT_USAGE
     except click.UsageError as exc:
         return _fail(" ".join(exc.format_message().split()).rstrip("."), EXIT_USAGE)
     except click.Abort:

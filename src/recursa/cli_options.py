@@ -31,32 +31,117 @@ class Size(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
+class Renamed(click.Option):
+    """An option renamed where its old name meant different things in different commands:
+    the old name (`old`) still works but `--help` lists only the new one."""
+
+    def __init__(self, *args: Any, old: tuple[str, ...] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.old = old
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        shown, self.opts = self.opts, [o for o in self.opts if o not in self.old]
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = shown
+
+
+def renamed(*decls: str, old: str, **settings: Any) -> Callable[[F], F]:
+    """`click.option(*decls, old, ...)` with `old` working but not listed (`Renamed`)."""
+    *names, dest = decls
+    return click.option(*names, old, dest, cls=Renamed, old=(old,), **settings)
+
+
 _OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
-    "model": (("--model",), {"envvar": "RECURSA_MODEL", "help": "Root model, PROVIDER/MODEL."}),
+    "model": (
+        ("--model",),
+        {
+            "envvar": "RECURSA_MODEL",
+            "metavar": "PROVIDER/MODEL",
+            "help": "Root model (env: RECURSA_MODEL).",
+        },
+    ),
     "sub_model": (
         ("--sub-model",),
-        {"envvar": "RECURSA_SUB_MODEL", "help": "Model for llm_query."},
+        {
+            "envvar": "RECURSA_SUB_MODEL",
+            "metavar": "PROVIDER/MODEL",
+            "help": "Model for llm_query (env: RECURSA_SUB_MODEL; default: the root model).",
+        },
     ),
-    "base_url": (("--base-url",), {"help": "Base URL of an OpenAI-compatible server."}),
-    "max_depth": (("--max-depth",), {"type": click.IntRange(min=1), "default": 1}),
-    "max_iterations": (("--max-iterations",), {"type": click.IntRange(min=1), "default": 30}),
-    "max_llm_calls": (("--max-llm-calls",), {"type": click.IntRange(min=1)}),
-    "max_tokens": (("--max-tokens",), {"type": click.IntRange(min=1)}),
-    "max_cost": (("--max-cost",), {"type": click.FloatRange(min=0, min_open=True), "help": "USD."}),
+    "base_url": (
+        ("--base-url",),
+        {"metavar": "URL", "help": "Base URL of an OpenAI-compatible server."},
+    ),
+    "max_depth": (
+        ("--max-depth",),
+        {
+            "type": click.IntRange(min=1),
+            "default": 1,
+            "help": "Levels of recursion: 1 makes sub-queries plain calls, 2 lets rlm_query "
+            "start child RLMs with their own REPL.",
+        },
+    ),
+    "max_iterations": (
+        ("--max-iterations",),
+        {
+            "type": click.IntRange(min=1),
+            "default": 30,
+            "help": "Root turns (code cells) before the run stops with its best answer.",
+        },
+    ),
+    "max_llm_calls": (
+        ("--max-llm-calls",),
+        {"type": click.IntRange(min=1), "help": "Model calls in all, root and sub-queries."},
+    ),
+    "max_tokens": (
+        ("--max-tokens",),
+        {"type": click.IntRange(min=1), "help": "Input and output tokens in all."},
+    ),
+    "max_cost": (
+        ("--max-cost",),
+        {"type": click.FloatRange(min=0, min_open=True), "help": "USD in all (needs prices)."},
+    ),
     "timeout": (
         ("--timeout",),
-        {"type": click.FloatRange(min=0, min_open=True), "help": "Seconds."},
+        {"type": click.FloatRange(min=0, min_open=True), "help": "Seconds for the whole run."},
     ),
     "cell_timeout": (
         ("--cell-timeout",),
-        {"type": click.FloatRange(min=0, min_open=True), "default": 60.0},
+        {
+            "type": click.FloatRange(min=0, min_open=True),
+            "default": 60.0,
+            "help": "Seconds one code cell may run in the sandbox.",
+        },
     ),
-    "concurrency": (("--concurrency",), {"type": click.IntRange(min=1), "default": 16}),
+    "concurrency": (
+        ("--lm-concurrency", "concurrency"),
+        {
+            "type": click.IntRange(min=1),
+            "default": 16,
+            "cls": Renamed,
+            "old": ("--concurrency",),
+            "help": "Model requests in flight at once within one run (llm_query_batched "
+            "fans out up to this).",
+        },
+    ),
     "max_output_chars": (
         ("--max-output-chars",),
-        {"type": click.IntRange(min=100), "default": 20_000},
+        {
+            "type": click.IntRange(min=100),
+            "default": 20_000,
+            "help": "Characters of a cell's output shown to the model; the rest is cut.",
+        },
     ),
-    "sandbox": (("--sandbox",), {"type": click.Choice(BACKENDS), "default": "auto"}),
+    "sandbox": (
+        ("--sandbox",),
+        {
+            "type": click.Choice(BACKENDS),
+            "default": "auto",
+            "help": "How model code is isolated; see docs/SANDBOX.md.",
+        },
+    ),
     "memory_limit": (
         ("--memory-limit",),
         {
@@ -81,7 +166,10 @@ _OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
             "help": "A model's price in USD per million input and output tokens.",
         },
     ),
-    "prices_file": (("--prices", "prices_file"), {"help": "A JSON file of model prices."}),
+    "prices_file": (
+        ("--prices", "prices_file"),
+        {"metavar": "FILE", "help": "A JSON file of model prices."},
+    ),
     "no_store": (
         ("--no-store",),
         {
@@ -137,6 +225,8 @@ def option(name: str, **changes: Any) -> Callable[[F], F]:
     help text, most often)."""
     decls, settings = _OPTIONS[name]
     merged = {**settings, **changes}
+    if merged.get("cls") is Renamed:
+        decls = (decls[0], *merged["old"], *decls[1:])
     if "default" in merged and not merged.get("is_flag"):
         merged.setdefault("show_default", True)
     return click.option(*decls, **merged)

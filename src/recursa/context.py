@@ -179,6 +179,7 @@ def from_directory(root: Path, *, mmap_threshold: int | None = None) -> Context:
     """A lazy mapping of its files; those of at least `mmap_threshold` bytes (default:
     context_files.mmap_threshold()) are MappedText in the REPL, never read whole."""
     files: list[tuple[str, int]] = []
+    binary: list[str] = []
     digest = hashlib.sha256()
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
@@ -187,6 +188,9 @@ def from_directory(root: Path, *, mmap_threshold: int | None = None) -> Context:
             if not full.is_file():
                 continue
             rel = full.relative_to(root).as_posix()
+            if _looks_binary(full):
+                binary.append(rel)
+                continue
             size = full.stat().st_size
             files.append((rel, size))
             digest.update(f"{rel}\0{size}\n".encode())
@@ -198,9 +202,25 @@ def from_directory(root: Path, *, mmap_threshold: int | None = None) -> Context:
         sha256=digest.hexdigest(),
         mmap_threshold=context_files.mmap_threshold(mmap_threshold),
     )
+    if binary:
+        shown = ", ".join(binary[:5]) + (f" and {len(binary) - 5} more" if len(binary) > 5 else "")
+        ctx.warnings.append(
+            f"context directory {root}: skipped {len(binary)} binary "
+            f"file{'s' if len(binary) > 1 else ''} (not text): {shown}"
+        )
     if not files:
-        ctx.warnings.append(f"context directory {root} holds no files")
+        ctx.warnings.append(f"context directory {root} holds no text files")
     return ctx
+
+
+def _looks_binary(path: Path, probe: int = 8192) -> bool:
+    """A NUL byte in the first `probe` bytes, the test git uses: such a file (an image, an
+    archive, compiled code) would reach the model as replacement characters."""
+    try:
+        with path.open("rb") as fh:
+            return b"\0" in fh.read(probe)
+    except OSError:
+        return False
 
 
 def build_payload(contexts: list[Context]) -> ContextPayload:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import secrets
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -132,6 +133,7 @@ class RLM:
         guards: GuardSettings | bool | None = True,
         system_prompt: str | None = None,
         mode: str = "code",
+        seed: int | None = None,
     ) -> None:
         environ = os.environ if env is None else env
         model = model or environ.get("RECURSA_MODEL")
@@ -185,8 +187,13 @@ class RLM:
             raise ConfigError(f"mode must be 'code' or 'actions', not {mode!r}")
         self.mode = mode
         self.system_prompt = system_prompt or prompts.SYSTEM
-        """A replacement keeps the {context_kind}, {sub_window} and {depth_note} fields of
-        str.format, or doubles its other braces."""
+        """A replacement may use the fields {context_kind}, {sub_window} and {depth_note};
+        every other brace is sent as written (`prompts.fill`)."""
+        if seed is not None and type(seed) is not int:
+            raise ConfigError(f"seed must be a whole number, not {seed!r}")
+        self.seed = seed
+        """Seeds `random` in the REPL; None: a fresh seed per run. Either way the run's
+        seed is in `run_start`'s settings, and a replay uses it."""
         self._check_config()
 
     def _check_config(self) -> None:
@@ -338,6 +345,7 @@ class _Run:
         )
         self.tools = rlm.tools
         self.system_prompt = rlm.system_prompt
+        self.seed = rlm.seed if rlm.seed is not None else secrets.randbits(32)
         self.child_count: dict[str, int] = {}
         self.child_slots: dict[int, asyncio.Semaphore] = {}
 
@@ -347,7 +355,7 @@ class _Run:
                 question=question,
                 model=self.cfg.model,
                 sub_model=self.cfg.sub_model,
-                settings={**self.cfg.settings(), "strategy": strategy},
+                settings={**self.cfg.settings(), "strategy": strategy, "seed": self.seed},
                 contexts=[c.reference() for c in contexts],
                 system_prompt=self.system_prompt,
             )

@@ -138,7 +138,7 @@ class Loop:
         """Every context so far, and the host-set variables: built again on each restart."""
         payload = build_payload(self.contexts)
         variables = {**self.inputs, "history": self.log}
-        return ContextPayload(payload.specs, payload.body, variables)
+        return ContextPayload(payload.specs, payload.body, variables, seed=self.run_.seed)
 
     async def close(self) -> None:
         if self._starting is not None:
@@ -160,9 +160,8 @@ class Loop:
         if self.inputs:
             shown = "\n".join(f"- {k} = {_short(v, 300)}" for k, v in self.inputs.items())
             inputs = prompts.INPUTS.format(inputs=shown)
-        return inputs + prompts.FIRST_USER.format(
-            context_description=describe(contexts), question=question
-        )
+        template = prompts.FIRST_USER if contexts else prompts.FIRST_USER_NO_CONTEXT
+        return inputs + template.format(context_description=describe(contexts), question=question)
 
     async def ask(self, question: str, new_contexts: list[Context] | None = None) -> Outcome:
         """Answer `question`: the first of the conversation, or a later one (a session)."""
@@ -202,7 +201,8 @@ class Loop:
     def _system_prompt(self) -> str:
         can_recurse = self.depth + 1 < self.cfg.max_depth
         kind = ", ".join(f"{c.type_name} of {c.size:,}" for c in self.contexts) or "none"
-        text = self.run_.system_prompt.format(
+        text = prompts.fill(
+            self.run_.system_prompt,
             context_kind=kind,
             sub_window="100,000",
             depth_note=prompts.DEPTH_CHILD if can_recurse else prompts.DEPTH_LIMIT,

@@ -109,6 +109,9 @@ class _Worker:
     extracting: bool = False
     attempt: int = 1
     subs: int = 0
+    """Sub-queries in flight (sent, not answered)."""
+    subs_done: int = 0
+    """Sub-queries answered during the current block."""
     children: int = 0
     in_code: bool = False
     blocks_done: int = 0
@@ -125,7 +128,9 @@ class _Worker:
         if self.children:
             waits.append(f"{self.children} child RLM{'s' if self.children != 1 else ''}")
         if self.subs:
-            waits.append(f"{self.subs} sub-quer{'ies' if self.subs != 1 else 'y'}")
+            # a batch's size never reaches the host whole (its prompts may stream from
+            # the worker), so the count is of those answered and those in flight
+            waits.append(f"sub-queries ({self.subs_done} done, {self.subs} in flight)")
         if waits:
             return f"block {self.blocks_done + 1}: waiting on " + " and ".join(waits)
         if self.in_code:
@@ -237,7 +242,7 @@ class Progress:
             worker = self._worker(event)
             worker.turn = event.iteration
             worker.in_code = False
-            worker.blocks_done = 0
+            worker.blocks_done = worker.subs_done = 0
         elif isinstance(event, LMCallStarted):
             worker = self._worker(event)
             if event.purpose in ("root", "extract"):
@@ -264,11 +269,13 @@ class Progress:
                 worker.in_code = event.error is None and event.purpose == "root"
             else:
                 worker.subs = max(0, worker.subs - 1)
+                worker.subs_done += 1
             if event.error:
                 lines.append((event.depth, f"[yellow]LM call failed[/]: {escape(event.error)}"))
         elif isinstance(event, BlockExecuted):
             worker = self._worker(event)
             worker.blocks_done += 1
+            worker.subs_done = 0
             if event.error or event.restarted:
                 first = (event.error or "").strip().splitlines()[-1:] or [""]
                 lines.append(

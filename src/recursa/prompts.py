@@ -1,6 +1,9 @@
-"""The words recursa sends: system prompt and turn messages. Templates only, no logic."""
+"""The words recursa sends: system prompt and turn messages. Templates, and `fill` for the
+system prompt, which may be the user's own (`RLM(system_prompt=...)`)."""
 
 from __future__ import annotations
+
+import re
 
 SYSTEM = """\
 You answer a question about a context that is far too large to read directly. The context \
@@ -47,7 +50,7 @@ block, but only once you have seen the output that justifies it.
 Example of a good turn:
 ```repl
 chunks = [context[i:i + 100_000] for i in range(0, len(context), 100_000)]
-prompts = [f"Does this text mention the launch date? Quote it or say NONE.\\n\\n{{c}}" \
+prompts = [f"Does this text mention the launch date? Quote it or say NONE.\\n\\n{c}" \
 for c in chunks]
 answers = llm_query_batched(prompts)
 hits = [a for a in answers if "NONE" not in a]
@@ -67,6 +70,13 @@ FIRST_USER = """\
 Question: {question}
 
 Start by exploring `context` in a ```repl block. Do not answer before you have looked."""
+
+FIRST_USER_NO_CONTEXT = """\
+{context_description}
+
+Question: {question}
+
+Use ```repl blocks where code or sub-queries help, and end with FINAL(answer)."""
 
 OBSERVATION_BLOCK = "[block {index}] {body}"
 NO_OUTPUT = "(no output)"
@@ -180,3 +190,13 @@ CONTEXT_PRINTED = (
     "prompt. Print counts, summaries and short excerpts instead; keep the text in variables "
     "and hand it to llm_query_batched."
 )
+
+
+def fill(template: str, **fields: str) -> str:
+    """`template` with each `{name}` of `fields` replaced and every other brace left as
+    written: a system prompt may hold code, JSON or f-strings (str.format would raise a
+    KeyError on them, or need every brace doubled)."""
+    if not fields:
+        return template
+    pattern = re.compile("|".join(re.escape("{" + name + "}") for name in fields))
+    return pattern.sub(lambda m: str(fields[m.group(0)[1:-1]]), template)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -91,6 +92,23 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
         ) from None
 
 
+def join_cluster(ray: Any, address: str) -> None:
+    """Join the cluster at `address`; any failure (nothing listening, no Ray there, Ray's
+    client part missing for `ray://`) is one line, not Ray's traceback and warnings."""
+    check_reachable(address)
+    client = address.startswith("ray://")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # log_to_driver is a driver setting: a client would pass it on to the server
+            ray.init(address=address, **({} if client else {"log_to_driver": False}))
+    except Exception as exc:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        if client and "ray[client]" in text:
+            text = "Ray's client part is not installed: pip install 'recursa[ray]'"
+        raise ConfigError(f"cannot join the Ray cluster at {address}: {text}") from None
+
+
 class RayTasks:
     """A connection to a Ray cluster (joined at `address`, the one this process already
     has, or a local one started here and stopped by `aclose`) that runs one function as
@@ -101,8 +119,7 @@ class RayTasks:
         ray = import_ray()
         if not ray.is_initialized():
             if address:
-                check_reachable(address)
-                ray.init(address=address, log_to_driver=False)
+                join_cluster(ray, address)
             else:
                 start_local_ray()
                 self.started = True

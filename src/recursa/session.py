@@ -49,7 +49,8 @@ class Session:
         if contexts is not None and context is not None:
             raise ConfigError("give either context or contexts, not both")
         async with self._lock:
-            self._listeners = [on_event] if on_event else []
+            # the RLM's own listeners (`RLM(on_event=...)`), then this question's
+            self._listeners = [*self.rlm.listeners, *([on_event] if on_event else [])]
             values = list(contexts or []) if context is None else [context]
             first = len(self.loop.contexts) if self.loop is not None else 0
             new = [self.rlm.load(v, f"<context_{i}>") for i, v in enumerate(values, first)]

@@ -14,9 +14,8 @@ from typing import Any
 
 import click
 
-from ..cli_options import option
+from ..cli_options import option, renamed
 from ..errors import ConfigError
-from ..sandbox import BACKENDS
 from .generators import FAMILIES as ALL
 from .tasks import STRATEGIES as STRATEGY_NAMES
 
@@ -47,7 +46,11 @@ _HELP = {
     "strategies": f"Comma-separated: {', '.join(STRATEGY_NAMES)}.",
     "seeds": "Tasks per family and length (seeds 0 .. N-1).",
     "oracle": "No model: each family's scripted oracle runs the pipeline (checks the harness).",
-    "out": "Results, cache, report and plots go here; rerun the same command to resume.",
+    "out": "Results, cache, report and plots go here (a folder holding results needs --resume).",
+    "resume": "Go on from the results already in OUT, skipping the runs there (without it, "
+    "an OUT holding results is refused).",
+    "jobs": "Tasks at once; fewer than batch's 4 because each holds its generated context "
+    "(up to tens of MB) and its RLM's sub-queries run concurrently.",
     "context_window": "The root model's window in tokens (Direct overflows above it).",
     "cache": "Response cache (SQLite); default OUT/cache.sqlite.",
     "report_only": "Rewrite the report from OUT/results.jsonl and exit.",
@@ -68,17 +71,30 @@ _HELP = {
 @click.option(
     "--seeds", type=click.IntRange(min=1), default=1, show_default=True, help=_HELP["seeds"]
 )
-@click.option("--model", help="Root model, PROVIDER/MODEL (default: RECURSA_MODEL).")
-@click.option("--sub-model", help="Model for sub-queries (default: RECURSA_SUB_MODEL).")
-@click.option("--base-url", help="Base URL of an OpenAI-compatible server.")
+@click.option("--model", metavar="PROVIDER/MODEL", help="Root model (default: RECURSA_MODEL).")
+@click.option(
+    "--sub-model",
+    metavar="PROVIDER/MODEL",
+    help="Model for sub-queries (default: RECURSA_SUB_MODEL).",
+)
+@option("base_url")
 @click.option("--oracle", is_flag=True, help=_HELP["oracle"])
 @click.option("--out", "out_dir", required=True, metavar="DIR", help=_HELP["out"])
-@click.option("--concurrency", type=click.IntRange(min=1), default=2, show_default=True)
-@click.option("--max-iterations", type=click.IntRange(min=1), default=12, show_default=True)
-@click.option("--max-llm-calls", type=click.IntRange(min=1), help="Per task.")
-@click.option("--max-cost", type=click.FloatRange(min=0, min_open=True), help="USD per task.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds per task.")
-@click.option("--sandbox", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@click.option("--resume", is_flag=True, help=_HELP["resume"])
+@renamed(
+    "--jobs",
+    "jobs",
+    old="--concurrency",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help=_HELP["jobs"],
+)
+@option("max_iterations", help="Root turns per task before it stops with its best answer.")
+@option("max_llm_calls", help="Model calls per task.")
+@option("max_cost", help="USD per task.")
+@option("timeout", help="Seconds per task.")
+@option("sandbox")
 @click.option("--context-window", type=click.IntRange(min=1), help=_HELP["context_window"])
 @click.option("--cache", "cache_path", metavar="FILE", help=_HELP["cache"])
 @click.option("--no-cache", is_flag=True, help="Send every request, cache nothing.")
@@ -88,14 +104,26 @@ _HELP = {
 @click.option(
     "--oolong-subset", default="trec_coarse", show_default=True, help=_HELP["oolong_subset"]
 )
-@click.option("--longbench", "longbench_path", metavar="PATH", help=_HELP["longbench"])
-@click.option("--longbench-domain", default=CODE_DOMAIN, help=_HELP["longbench_domain"])
-@click.option("--browsecomp", "browsecomp_path", metavar="PATH", help=_HELP["browsecomp"])
-@click.option("--browsecomp-corpus", metavar="PATH", help=_HELP["browsecomp_corpus"])
+@click.option("--longbench", "longbench_path", metavar="FILE", help=_HELP["longbench"])
 @click.option(
-    "--browsecomp-docs", type=click.IntRange(min=1), default=1000, help=_HELP["browsecomp_docs"]
+    "--longbench-domain", default=CODE_DOMAIN, show_default=True, help=_HELP["longbench_domain"]
 )
-@click.option("--limit", type=click.IntRange(min=1), default=20, help="Tasks per real dataset.")
+@click.option("--browsecomp", "browsecomp_path", metavar="FILE", help=_HELP["browsecomp"])
+@click.option("--browsecomp-corpus", metavar="FILE", help=_HELP["browsecomp_corpus"])
+@click.option(
+    "--browsecomp-docs",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help=_HELP["browsecomp_docs"],
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Tasks per real dataset.",
+)
 @option("executor", help="ray: each job is a task on a Ray cluster (extra: ray).")
 @option("ray_address")
 @click.option("--quiet", is_flag=True, help="No progress on standard error.")
@@ -150,7 +178,7 @@ def eval_command(**opts: Any) -> int:
         base_url=opts["base_url"],
         oracle=oracle,
         extra_tasks=extra,
-        concurrency=opts["concurrency"],
+        concurrency=opts["jobs"],
         cache=not opts["no_cache"],
         cache_path=Path(opts["cache_path"]) if opts["cache_path"] else None,
         max_iterations=opts["max_iterations"],
@@ -163,6 +191,7 @@ def eval_command(**opts: Any) -> int:
         progress=not opts["quiet"],
         executor=opts["executor"],
         ray_address=opts["ray_address"],
+        resume=opts["resume"],
     )
     if oracle:
         click.echo(
@@ -196,7 +225,7 @@ def eval_command(**opts: Any) -> int:
     if summary.interrupted:
         click.echo(
             f"recursa eval: interrupted; {len(summary.ran)} new results saved in "
-            f"{summary.results}: run the same command again to resume",
+            f"{summary.results}: run the same command again with --resume to go on",
             err=True,
         )
         return EXIT_INTERRUPTED

@@ -11,7 +11,9 @@ Strategies:
 
 A job is (task, strategy). Finished jobs are appended to `results.jsonl` at once, keyed by
 (family, length, seed, strategy, model): a rerun with the same output directory skips the
-keys already there, so an interrupted eval resumes where it stopped. Identical LM requests
+keys already there when `resume` is set (`--resume`), so an interrupted eval resumes where
+it stopped; without it, an output directory that already holds results is refused, so that a
+fresh eval never mixes in old results. Identical LM requests
 are answered from the SQLite response cache, so a rerun into a new directory is free too.
 
 Executors: `local` runs the jobs in this process's event loop (a generated task is made once
@@ -88,7 +90,7 @@ class EvalConfig:
     """Jobs at once (each RLM also runs its own sub-queries concurrently)."""
     cache: bool = True
     cache_path: Path | None = None
-    max_iterations: int = 12
+    max_iterations: int = 30
     max_llm_calls: int | None = None
     max_cost: float | None = None
     timeout: float | None = None
@@ -100,9 +102,11 @@ class EvalConfig:
     """`local`, or `ray`: each job a task on a Ray cluster (extra: ray)."""
     ray_address: str | None = None
     """The Ray cluster to join; None starts a local one bound to 127.0.0.1."""
+    resume: bool = False
+    """Skip the jobs already in `out/results.jsonl`; without it such results are refused."""
     on_result: Callable[[dict[str, Any]], None] | None = None
     """Called with each new result once it is saved; raising in it stops the eval (the
-    results saved so far stay, and a rerun resumes after them)."""
+    results saved so far stay, and a rerun with `resume` goes on after them)."""
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -611,7 +615,8 @@ def _failed(config: EvalConfig, job: Job, task: Task, error: str) -> dict[str, A
 
 
 def run_eval(config: EvalConfig) -> EvalSummary:
-    """Run every job not already in `config.out/results.jsonl`, then write the report.
+    """Run every job (with `resume`, those not already in `config.out/results.jsonl`),
+    then write the report.
 
     Interrupted (Ctrl-C, or `on_result` raising), it stops the running jobs, keeps what
     finished, writes the report of what there is and returns with `interrupted` set."""
@@ -619,7 +624,13 @@ def run_eval(config: EvalConfig) -> EvalSummary:
 
     results = config.out / RESULTS
     summary = EvalSummary(out=config.out, results=results, label=config.label)
-    done = {record_key(r) for r in load_results(results)}
+    previous = load_results(results)
+    if previous and not config.resume:
+        raise ConfigError(
+            f"{results} already holds {len(previous)} results: pass --resume to go on from "
+            "them, or choose another --out"
+        )
+    done = {record_key(r) for r in previous}
     jobs = plan(config)
     todo = [job for job in jobs if job.key(config.label) not in done]
     summary.skipped = len(jobs) - len(todo)

@@ -117,10 +117,11 @@ def pipeline_command(
     """Run a distilled PIPELINE.py on QUESTION over new contexts: sub-models only, with the
     budget, events, trace and run store of `recursa run`. Its code runs on this machine,
     not in the sandbox; what it prints goes to standard error."""
-    from ..cli import _report
+    from ..cli import _report, note_stdin
     from ..progress import Progress
 
     run = load_pipeline(pipeline_path)
+    note_stdin(context_paths)
     contexts = [from_path(p, mmap_threshold=opts["mmap_threshold"]) for p in context_paths]
     values = [context_value(c) for c in contexts]
     events: list[Event] = []

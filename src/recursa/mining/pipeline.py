@@ -56,7 +56,10 @@ class SubModels:
     Use it as a context manager around the recorded code; leaving it ends the run (the
     `run_end` event) and `result` is the `RunResult`. An exception from the code ends the
     run with status `error` (`budget_exhausted` when the budget refused a request, `timeout`
-    past `timeout`) instead of propagating; Ctrl-C still propagates.
+    past `timeout`) instead of propagating; Ctrl-C still propagates. A run that reaches
+    FINAL after the budget refused some of its requests ends `budget_exhausted` too (their
+    replies were '[error] budget: ...' strings), and one whose answer is such an error
+    string ends `error`: the status says what happened, not `ok`.
     """
 
     BudgetExceeded = BudgetExceeded
@@ -215,9 +218,16 @@ class SubModels:
 
     def _outcome(self, exc: BaseException | None) -> tuple[str, str | None]:
         if exc is None:
-            if self._answered:
-                return "ok", None
-            return "error", "the pipeline ended without FINAL: no answer"
+            if not self._answered:
+                return "error", "the pipeline ended without FINAL: no answer"
+            if self.ledger.refused:  # refused items came back as '[error] budget: ...'
+                return "budget_exhausted", (
+                    f"the budget refused {self.ledger.refused} request(s): the answer may "
+                    "hold '[error] budget: ...' in their place"
+                )
+            if isinstance(self.answer, str) and self.answer.startswith("[error] "):
+                return "error", f"the answer is a failed sub-query's error: {self.answer}"
+            return "ok", None
         if not isinstance(exc, Exception):
             return "error", "the run was cancelled"
         if isinstance(exc, PipelineTimeout):

@@ -125,6 +125,8 @@ class ContextPayload:
     variables: dict[str, Any] = field(default_factory=dict)
     """Names the host sets and the REPL restores after every block (signature inputs,
     a session's `history`), as JSON values."""
+    seed: int | None = None
+    """Seeds the REPL's `random` at start (the run's seed, recorded in `run_start`)."""
 
     def host_paths(self) -> list[str]:
         """The host paths the worker reads itself, for backends to bind read-only: each

@@ -182,6 +182,7 @@ class LocalSandbox:
                 "contexts": payload.specs,
                 "vars": payload.variables,
                 "max_output": self.max_output,
+                "seed": payload.seed,
                 "tools": self._tools,
             },
             bytes(payload.body),

@@ -185,6 +185,7 @@ class SubprocessSandbox:
             "contexts": payload.specs,
             "vars": payload.variables,
             "max_output": self.max_output,
+            "seed": payload.seed,
             "tools": self._tools,
             **self.init_options(),
         }

@@ -219,6 +219,10 @@ class Worker:
         self._name_contexts()
         self.tools = list(header.get("tools", []))
         self._install_builtins()
+        if header.get("seed") is not None:  # the run's seed: a replay draws the same numbers
+            import random
+
+            random.seed(header["seed"])
         return {"op": "ready", "confined": confined} if confined else {"op": "ready"}
 
     def _name_contexts(self) -> None:

@@ -96,7 +96,13 @@ def _log(quiet: bool, prefix: str) -> Callable[[str], None]:
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8000,
+    show_default=True,
+    help="Port to listen on.",
+)
 @click.option(
     "--token",
     envvar="RECURSA_SERVER_TOKEN",

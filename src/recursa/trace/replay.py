@@ -343,6 +343,7 @@ def replay(
         concurrency=settings.get("concurrency", 16),
         max_output_chars=settings.get("max_output_chars", 20_000),
         mode=settings.get("mode", "code"),
+        seed=settings.get("seed"),  # the REPL's `random` draws what it drew then
         sandbox="auto",
         prices=prices,
         retry=RetryPolicy(base_delay=0.0, max_delay=0.0, jitter=0.0),

@@ -34,6 +34,11 @@ class TraceFormatError(ConfigError):
     """A trace file that cannot be read as events (usage error: exit code 2)."""
 
 
+SUBS_UNFOLDED = 8
+"""A turn with more sub-queries than this shows them in a folded list (a fan-out of 60
+would otherwise push the turn's code off the screen)."""
+
+
 @dataclass(frozen=True)
 class Limits:
     """How much of a large run is written into the page; the rest is counted in a note."""
@@ -493,6 +498,17 @@ def _pre(text: str, limits: Limits, cls: str = "", empty: str = "(empty)") -> st
     return f"<pre{klass}>{_e(text)}</pre>{note}"
 
 
+def _reached(reply: str | None, answer: str) -> bool:
+    """Whether a sub-query's reply is what the answer was made of: the same text, or (for
+    texts long enough not to match by chance) one holding the other."""
+    text = (reply or "").strip()
+    if not text or not answer:
+        return False
+    if text == answer:
+        return True
+    return (len(text) >= 8 and text in answer) or (len(answer) >= 8 and answer in text)
+
+
 def _preview(text: str | None, n: int = 90) -> str:
     flat = " ".join(_str(text).split())
     return flat if len(flat) <= n else flat[: n - 1] + "…"
@@ -536,6 +552,7 @@ code,pre{font:12.5px/1.45 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
 pre{background:var(--code);border:1px solid var(--line);border-radius:6px;padding:8px 10px;
 margin:4px 0;white-space:pre-wrap;overflow-wrap:anywhere;max-height:420px;overflow:auto}
 pre.answer{font-size:14px;background:#eef7f1;border-color:#bfe3cc;max-height:none}
+pre.answer.none{background:var(--code);border-color:var(--line)}
 pre.output{background:#fbfbf4}pre.error{background:#fdf0f0;border-color:#f1c4c4;color:#8a1f1f}
 pre.code{background:#f1f4fb;border-color:#d3dbef}
 section.panel{background:var(--panel);border:1px solid var(--line);border-radius:10px;
@@ -728,7 +745,7 @@ class _Page:
 
     def _answer(self, answer: Any) -> str:
         if answer is None:
-            return '<pre id="answer" class="answer"><span class="dim">(no answer)</span></pre>'
+            return '<pre id="answer" class="answer none"><span class="dim">(no answer)</span></pre>'
         text = _value_text(answer)
         limit = max(self.limits.text_chars, 100_000)
         note = ""
@@ -1006,7 +1023,7 @@ class _Page:
                 + "</div>"
             )
         if turn.subs:
-            parts.append(self.subs(turn))
+            parts.append(self.subs(turn, node))
         if turn.children:
             links = []
             for child_id in turn.children:
@@ -1069,14 +1086,18 @@ class _Page:
         note = f'<p class="note">{_num(left)} more tool calls not shown.</p>' if left else ""
         return f"<h4>Tool calls ({_num(len(turn.tools))})</h4>{''.join(items)}{note}"
 
-    def subs(self, turn: _Turn) -> str:
+    def subs(self, turn: _Turn, node: _Node) -> str:
+        """A turn's sub-queries, each folded; the list itself folded beyond a handful. The
+        one whose reply became the RLM's answer is tagged, so the path to FINAL shows."""
         lim = self.limits
+        answer = _value_text(node.answer).strip() if node.answer is not None else ""
         room = max(0, min(lim.subs_per_turn, lim.subs_total - self.subs_written))
         shown = turn.subs[:room]
         self.subs_written += len(shown)
         left = len(turn.subs) - len(shown)
         self.subs_skipped += left
         items = []
+        finals = 0
         for call in shown:
             failed = " failed" if call.error else ""
             attempt = f" · attempt {call.attempt}" if call.attempt > 1 else ""
@@ -1093,9 +1114,13 @@ class _Page:
                 if call.error
                 else _pre(call.text or "", lim, "reply")
             )
+            final = ""
+            if not call.error and _reached(call.text, answer):
+                final = '<span class="tag final">reached FINAL</span> '
+                finals += 1
             items.append(
                 f'<details class="sub{failed}" data-call="{_e(call.call_id)}">'
-                f"<summary><b>#{_e(call.call_id)}</b> {_e(call.purpose)}{_e(attempt)} · "
+                f"<summary>{final}<b>#{_e(call.call_id)}</b> {_e(call.purpose)}{_e(attempt)} · "
                 f"<code>{_e(call.model)}</code> · {_e(meta)} · "
                 f'<span class="preview">{_e(_preview(call.prompt))}</span></summary>'
                 f'<div class="body"><h5>Prompt</h5>'
@@ -1111,9 +1136,13 @@ class _Page:
                 f'<p class="note">{_plural(left, "more sub-query", "more sub-queries")} '
                 f"not shown ({_e(_usage_text(rest))}); the trace file holds them all.</p>"
             )
+        listed = f'<div class="subs">{"".join(items)}</div>{note}'
+        title = f"Sub-queries ({_num(len(turn.subs))})"
+        if len(turn.subs) <= SUBS_UNFOLDED:
+            return f"<h4>{title}</h4>{listed}"
+        reached = f" · {_num(finals)} reached FINAL" if finals else ""
         return (
-            f'<h4>Sub-queries ({_num(len(turn.subs))})</h4><div class="subs">'
-            f"{''.join(items)}</div>{note}"
+            f'<details class="fold subs-list"><summary>{title}{reached}</summary>{listed}</details>'
         )
 
     def page(self) -> str:
