@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..context import Context, from_directory, from_file, from_path, from_text, from_value
@@ -27,9 +27,13 @@ from ..lm.base import Completion, LMClient, Message
 from ..lm.models import parse_model
 from ..lm.pricing import PriceTable
 from ..lm.retry import RetryPolicy
-from .jsonl import read_trace
+from ..sandbox import auto_note, resolve_backend
+from .jsonl import TraceFormatError, read_trace
+from .source import TraceSource
 
 ROOT_PURPOSES = frozenset({"root", "extract", "compact"})
+NOT_ISOLATING = frozenset({"subprocess", "local"})
+"""Backends whose code can read this machine's files and reach its network."""
 EXCERPT = 300
 
 
@@ -61,22 +65,41 @@ class Recording:
     blocks: dict[tuple[str, int, int], str] = field(default_factory=dict)
     scratch: list[Path] = field(default_factory=list)
     """Temporary folders holding stored contexts laid out again (see `drop_scratch`)."""
+    paths_from: Path | None = None
+    """Where the recorded context paths may be read again, relative to this folder: set only
+    for a run from this user's own run store. A trace file may come from anyone, so the
+    paths it names are never read unless given again (--context)."""
 
     @classmethod
     def load(cls, path: str | Path) -> Recording:
-        if not Path(path).is_file():
-            raise ConfigError(f"trace not found: {path}")
-        try:
-            events = read_trace(path)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read trace {path}: {exc}") from None
-        return cls.from_events(events, str(path))
+        """A trace file, read as untrusted input."""
+        return cls.from_events(read_trace(path), str(path))
+
+    @classmethod
+    def from_source(cls, source: TraceSource) -> Recording:
+        """A trace file or a stored run (whose recorded paths may be read again)."""
+        rec = cls.from_events(source.events(), source.name)
+        if source.run is not None and source.run.cwd:
+            rec.paths_from = Path(source.run.cwd)
+        return rec
 
     @classmethod
     def from_events(cls, events: list[dict[str, Any]], name: str = "<trace>") -> Recording:
+        try:
+            return cls._index(events, name)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise TraceFormatError(
+                f"{name}: not a replayable recursa trace (malformed event: {type(exc).__name__}"
+                f" {exc})"
+            ) from None
+
+    @classmethod
+    def _index(cls, events: list[dict[str, Any]], name: str) -> Recording:
         starts = [e for e in events if e.get("type") == RunStarted.type]
         if not starts:
             raise ConfigError(f"{name} holds no run_start event: it is not a recursa trace")
+        if not isinstance(starts[0].get("contexts") or [], list):
+            raise TypeError("run_start contexts is not a list")
         ends = [e for e in events if e.get("type") == "run_end"]
         rec = cls(events=events, run_start=starts[0], run_end=ends[-1] if ends else None)
         started: dict[int, dict[str, Any]] = {}
@@ -127,14 +150,22 @@ class Recording:
         loaded = []
         for i, ref in enumerate(refs):
             data = self.context_data.get(i)
+            recorded = None
+            if self.paths_from is not None and ref.get("name"):
+                recorded = self.paths_from / ref["name"]
             if data is not None:
                 loaded.append(_stored_context(data, ref, self.scratch))
-            elif ref.get("name") and Path(ref["name"]).exists():
-                loaded.append(_reload(ref["name"], ref))
+            elif recorded is not None and recorded.exists():
+                loaded.append(_reload(str(recorded), ref))
+            elif self.paths_from is None:
+                raise ConfigError(
+                    f"the trace does not hold context {i} ({ref.get('name')}): pass it again "
+                    "with --context PATH (a trace's own paths are never read), or record with "
+                    "--trace-context"
+                )
             else:
                 raise ConfigError(
-                    f"the trace does not hold context {i} ({ref.get('name')}) and no such path "
-                    "exists: pass --context PATH, or record with --trace-context"
+                    f"the stored run's context {i} ({recorded}) is gone: pass --context PATH"
                 )
         return loaded
 
@@ -162,27 +193,53 @@ def _reload(path: str, ref: dict[str, Any]) -> Context:
 
 def _stored_context(data: dict[str, Any], ref: dict[str, Any], scratch: list[Path]) -> Context:
     """A context the trace holds in full (--trace-context). A directory, or a file the run
-    mapped, is laid out again in a temporary folder (added to `scratch`, for the caller to
-    remove) and loaded as it was."""
-    name = ref["name"]
+    mapped, is laid out again in a fresh temporary folder (added to `scratch`, for the caller
+    to remove) and loaded as it was; nothing is written outside that folder."""
+    name = str(ref["name"])
     if "files" in data:
+        files = _checked_files(data["files"])
         root = Path(tempfile.mkdtemp(prefix="recursa-replay-"))
         scratch.append(root)
-        for rel, text in data["files"].items():
-            target = root / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text, encoding="utf-8")
+        inside = root.resolve()
+        try:
+            for rel, text in files.items():
+                target = root / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if not target.parent.resolve().is_relative_to(inside):
+                    raise ConfigError(f"stored file name {rel!r} leads out of the folder")
+                target.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot lay out the stored directory context: {exc}") from None
         return from_directory(root, mmap_threshold=ref.get("mmap_threshold"))
     if "text" in data and ref.get("kind") == "file":
         scratch.append(Path(tempfile.mkdtemp(prefix="recursa-replay-")))
-        target = scratch[-1] / Path(name).name
-        target.write_text(data["text"], encoding="utf-8")
+        base = Path(name).name
+        target = scratch[-1] / (base if base not in ("", ".", "..") else "context")
+        target.write_text(str(data["text"]), encoding="utf-8")
         ctx = from_file(target)
         ctx.name = name  # as recorded: the first turn's description names it
         return ctx
     if "text" in data:
         return from_text(data["text"], name)
     return from_value(data["value"], name)
+
+
+def _checked_files(files: Any) -> dict[str, str]:
+    """A stored directory's files, refused whole (one line, before anything is written) when
+    a name is not a plain relative path: absolute, or with a `..` part, would write outside
+    the replay's own folder."""
+    if not isinstance(files, dict):
+        raise ConfigError("the trace's stored directory context is not a mapping of files")
+    for rel, text in files.items():
+        parts = PurePosixPath(rel).parts if isinstance(rel, str) else ()
+        if not parts or "\0" in rel or PurePosixPath(rel).is_absolute() or ".." in parts:
+            raise ConfigError(
+                f"the trace's stored directory context names the file {rel!r}, which is not a "
+                "plain relative path: refused (it would be written outside the replay's folder)"
+            )
+        if not isinstance(text, str):
+            raise ConfigError(f"the trace's stored file {rel!r} holds no text")
+    return files
 
 
 @dataclass(slots=True)
@@ -310,14 +367,20 @@ def replay(
     live_model: str | None = None,
     from_turn: int | None = None,
     on_event: Any = None,
+    sandbox: str | None = None,
 ) -> ReplayResult:
-    """Re-run `recording` offline (or fork it at `from_turn` onto `live`) and compare."""
+    """Re-run `recording` offline (or fork it at `from_turn` onto `live`) and compare.
+    The recorded code runs in `sandbox` (see `replay_sandbox`)."""
     start = recording.run_start
     if str(start.get("model", "")).startswith("pipeline:"):
         raise ConfigError(
             "this trace is of a distilled pipeline, which has no root model to replay: "
             "run the pipeline again with `recursa pipeline`"
         )
+    turns = len(recording.root_calls.get("0") or ())
+    if from_turn is not None and from_turn > turns:
+        raise ConfigError(f"--from-turn {from_turn}: the recorded run has {turns} root turn(s)")
+    backend = replay_sandbox(sandbox)
     settings = dict(start.get("settings") or {})
     loaded = recording.contexts(contexts)
     wire_model = parse_model(live_model).name if live_model else None
@@ -343,7 +406,7 @@ def replay(
         concurrency=settings.get("concurrency", 16),
         max_output_chars=settings.get("max_output_chars", 20_000),
         mode=settings.get("mode", "code"),
-        sandbox="auto",
+        sandbox=backend,
         prices=prices,
         retry=RetryPolicy(base_delay=0.0, max_delay=0.0, jitter=0.0),
         env={},
@@ -384,6 +447,20 @@ def replay(
             Divergence("answer", "0", result.iterations, recorded.get("answer"), result.answer)
         )
     return ReplayResult(result, divergences)
+
+
+def replay_sandbox(requested: str | None) -> str:
+    """The backend replay runs recorded code in. A trace may come from anyone, so a backend
+    that does not isolate its code from this machine runs it only when named explicitly."""
+    backend = resolve_backend(requested or "auto")
+    if backend in NOT_ISOLATING and requested != backend:
+        why = f" ({auto_note()})" if backend != requested else ""
+        raise ConfigError(
+            f"replay would run the trace's recorded code in the {backend} sandbox{why}, which "
+            f"does not isolate it from this machine: pass --sandbox {backend} to accept that "
+            "for a trace you trust"
+        )
+    return backend
 
 
 def _as_json(value: Any) -> Any:
