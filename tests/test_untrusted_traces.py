@@ -1,0 +1,311 @@
+"""A trace may come from anyone: replay, view, mine and distill read it as hostile input.
+
+Each test records a real run through the CLI (the fake server, real sandbox workers), edits
+its trace as an attacker would, and runs the real `recursa` command on it: nothing is
+written outside replay's own temporary folder, no host path the trace names is read, the
+recorded code runs only where it is isolated, and every reader ends in one line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from e2e_helpers import RECURSA, CliResult, host_env, repl, run_cli
+from recursa.testing import FakeLMServer, ScriptedLM
+from recursa.trace.jsonl import MAX_EVENTS, MAX_LINE_BYTES, read_trace
+from run_samples import record_run, scripted_model
+
+SECRET = "canary-7f3a-do-not-leak"
+PRINT_CONTEXT = repl("print(str(context)[:200])\nFINAL('seen')")
+
+
+def _cli(args: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None):
+    """`recursa ARGS` in a real process, in the folder `cwd`."""
+    done = subprocess.run(
+        [RECURSA, *args], cwd=cwd, env=env or host_env(), capture_output=True, timeout=120
+    )
+    return CliResult(done.returncode, done.stdout.decode(), done.stderr.decode())
+
+
+def _record(serve, tmp_path: Path, context: Path, *extra: str, cwd: Path | None = None) -> Path:
+    """A real traced run over `context` whose code prints the context."""
+    server = serve(ScriptedLM(root=[PRINT_CONTEXT]))
+    trace = tmp_path / "run.jsonl"
+    done = _cli(
+        [
+            "run", "What is in it?", "--context", str(context), "--model", "openai/x",
+            "--base-url", server.url, "--trace", str(trace), "--json", "--quiet", *extra,
+        ],
+        cwd=cwd,
+    )  # fmt: skip
+    assert done.rc == 0, done.err
+    server.stop()
+    return trace
+
+
+def _rewrite(trace: Path, edit: Any) -> Path:
+    events = read_trace(trace)
+    for event in events:
+        edit(event)
+    out = trace.with_name("hostile.jsonl")
+    out.write_text("".join(json.dumps(e) + "\n" for e in events))
+    return out
+
+
+def _one_error_line(done: CliResult, code: int = 2) -> str:
+    assert done.rc == code, (done.rc, done.err)
+    assert "Traceback" not in done.err
+    assert len(done.err_lines) == 1, done.err
+    return done.err_lines[0]
+
+
+# ---- writes: a stored directory lays out only inside replay's own folder -------------------
+
+
+@pytest.mark.parametrize("name", ["ABSOLUTE", "../escaped.txt", "sub/../../escaped.txt"])
+def test_a_stored_directory_naming_a_file_outside_is_refused_and_nothing_is_written(
+    serve, tmp_path: Path, name: str
+) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("alpha\n")
+    trace = _record(serve, tmp_path, corpus, "--trace-context")
+    outside = tmp_path / "outside" / "escaped.txt"
+    name = str(outside) if name == "ABSOLUTE" else name
+
+    def plant(event: dict[str, Any]) -> None:
+        if event["type"] == "context_data":
+            event["files"][name] = "written by the trace"
+
+    hostile = _rewrite(trace, plant)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+
+    done = run_cli(["replay", str(hostile), "--quiet"], env=host_env(TMPDIR=str(scratch)))
+
+    assert "not a plain relative path" in _one_error_line(done)
+    assert not outside.exists() and not outside.parent.exists()
+    assert list(scratch.rglob("*")) == []  # not even replay's own folder was made
+
+
+# ---- reads: a path the trace names is never read unless given again -----------------------
+
+
+def test_a_trace_naming_a_host_file_never_reads_it(serve, tmp_path: Path) -> None:
+    context = tmp_path / "ctx.txt"
+    context.write_text("harmless text\n")
+    trace = _record(serve, tmp_path, context)
+    canary = tmp_path / "private.txt"
+    canary.write_text(f"{SECRET}\n")
+
+    def point_at_canary(event: dict[str, Any]) -> None:
+        if event["type"] == "run_start":
+            event["contexts"][0]["name"] = str(canary)
+
+    hostile = _rewrite(trace, point_at_canary)
+    context.unlink()
+
+    done = run_cli(["replay", str(hostile), "--json", "--quiet"])
+    again = run_cli(["replay", str(hostile), "--context", str(canary), "--json", "--quiet"])
+
+    line = _one_error_line(done)
+    assert "--context PATH" in line and "never read" in line
+    assert SECRET not in done.out + done.err
+    assert again.rc == 4  # given again by the user, it is read (and differs)
+    assert json.loads(again.out)["first_divergence"]["what"] == "context hash"
+
+
+# ---- code: recorded code runs where it is isolated, or where the user says -----------------
+
+
+def test_replay_refuses_a_sandbox_that_does_not_isolate_unless_it_is_named(
+    serve, tmp_path: Path
+) -> None:
+    context = tmp_path / "ctx.txt"
+    context.write_text("harmless text\n")
+    trace = _record(serve, tmp_path, context)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "bwrap").write_text("#!/bin/sh\necho 'no namespaces here' >&2\nexit 1\n")
+    (bin_dir / "bwrap").chmod(0o755)
+    env = host_env(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    args = ["replay", str(trace), "--context", str(context), "--json", "--quiet"]
+
+    refused = run_cli(args, env=env)
+    named = run_cli([*args, "--sandbox", "subprocess"], env=env)
+
+    line = _one_error_line(refused)
+    assert "does not isolate" in line and "--sandbox subprocess" in line
+    assert refused.out == ""
+    assert named.rc == 0, named.err
+    assert json.loads(named.out)["answer"] == "seen"
+
+
+# ---- readers: bounded, one line, never a traceback -----------------------------------------
+
+
+def _huge_line(path: Path) -> None:
+    with open(path, "wb") as fh:  # sparse: no disk is used for the zeros
+        fh.write(b'{"type": "run_start", "question": "')
+        fh.truncate(MAX_LINE_BYTES + 1024)
+
+
+def _deep(path: Path) -> None:
+    path.write_text('{"type": "run_start", "question": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+
+
+def _nested_under_the_stack(path: Path) -> None:
+    path.write_text('{"type": "run_start", "settings": ' + "[" * 900 + "]" * 900 + "}\n")
+
+
+def _many(path: Path) -> None:
+    path.write_text('{"type": "turn_start", "run_id": "r"}\n' * (MAX_EVENTS + 1))
+
+
+def _not_utf8(path: Path) -> None:
+    path.write_bytes(b'{"type": "run_start", "question": "\xff\xfe"}\n')
+
+
+def _malformed(path: Path) -> None:
+    lines = [
+        {"type": "run_start", "run_id": "r", "question": "q", "model": "openai/x"},
+        {"type": "lm_call_end", "run_id": "r", "purpose": "root"},
+        {"type": "context_data", "run_id": "r", "index": "zero"},
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+@pytest.mark.parametrize(
+    "write", [_huge_line, _deep, _nested_under_the_stack, _many, _not_utf8, _malformed]
+)
+@pytest.mark.parametrize("command", ["replay", "view", "mine", "distill"])
+def test_every_reader_ends_a_hostile_trace_in_one_line(
+    tmp_path: Path, command: str, write: Any
+) -> None:
+    trace = tmp_path / "hostile.jsonl"
+    write(trace)
+    out = tmp_path / "out.html"
+    extra = ["--out", str(out)] if command == "view" else []
+
+    done = run_cli([command, str(trace), *extra])
+
+    assert "Traceback" not in done.err
+    if write is _malformed and command in ("view", "mine"):
+        assert done.rc == 0, done.err  # these two show what they can of any event
+        return
+    assert done.rc == 2, done.err
+    *warnings, last = done.err_lines
+    assert last.startswith("recursa: error: ")
+    # the tolerant readers (mine, distill) first say what they skipped, and how much
+    assert all(w.startswith("recursa: warning: ") for w in warnings) and len(warnings) <= 2
+    assert not out.exists()
+
+
+# ---- the viewer: nothing from the trace becomes markup -------------------------------------
+
+PAYLOAD = "\"'><img src=x onerror=alert(1)><script>alert(2)</script><!--"
+
+
+def _poison(value: Any, depth: int = 0) -> Any:
+    """Every string and every nested key of an event, with markup appended."""
+    if isinstance(value, dict):
+        return {
+            (k if depth == 0 else k + PAYLOAD): (v if k == "type" else _poison(v, depth + 1))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_poison(v, depth + 1) for v in value]
+    return value + PAYLOAD if isinstance(value, str) else value
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.comments = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_comment(self, data: str) -> None:
+        self.comments += 1
+
+
+def test_view_escapes_every_field_of_a_hostile_trace(tmp_path: Path) -> None:
+    trace = tmp_path / "run.jsonl"
+    with FakeLMServer(scripted_model()) as server:
+        record_run(server, trace)
+    hostile = tmp_path / "hostile.jsonl"
+    hostile.write_text("".join(json.dumps(_poison(e)) + "\n" for e in read_trace(trace)))
+    out = tmp_path / "page.html"
+
+    done = run_cli(["view", str(hostile), "--out", str(out)])
+
+    assert done.rc == 0, done.err
+    page = out.read_text(encoding="utf-8")
+    tags = _Tags()
+    tags.feed(page)
+    assert [t for t, _ in tags.tags].count("script") == 1  # the page's own
+    assert "img" not in [t for t, _ in tags.tags]
+    assert not [a for _, attrs in tags.tags for a in attrs if a.startswith("on")]
+    assert tags.comments == 0
+    assert page.count("alert(2)") > 10  # the payload is there, as text
+
+
+# ---- ids and paths: one resolution for every command (issue 22, item 3) --------------------
+
+
+def test_a_missing_trace_file_is_not_found_for_every_command(tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing.jsonl")
+
+    for command in ("replay", "view", "distill", "mine"):
+        done = run_cli([command, missing])
+        assert _one_error_line(done) == f"recursa: error: trace file not found: {missing}"
+
+
+def test_a_stored_run_replays_and_views_by_its_id_from_any_folder(serve, tmp_path: Path) -> None:
+    here = tmp_path / "project"
+    here.mkdir()
+    (here / "ctx.txt").write_text("harmless text\n")
+    server = serve(ScriptedLM(root=[PRINT_CONTEXT]))
+    done = _cli(
+        [
+            "run", "What is in it?", "--context", "ctx.txt", "--model", "openai/x",
+            "--base-url", server.url, "--trace", "run.jsonl", "--json", "--quiet",
+        ],
+        cwd=here,
+    )  # fmt: skip
+    assert done.rc == 0, done.err
+    run_id = json.loads(done.out)["run_id"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    replayed = _cli(["replay", run_id, "--json", "--quiet"], cwd=elsewhere)
+    viewed = _cli(["view", run_id[:8]], cwd=elsewhere)
+    shown = _cli(["runs", "show", run_id, "--json"], cwd=elsewhere)
+
+    assert replayed.rc == 0, replayed.err
+    assert json.loads(replayed.out)["diverged"] is False
+    assert viewed.rc == 0, viewed.err
+    assert (elsewhere / f"{run_id}.html").is_file()
+    assert json.loads(shown.out)["trace"] == str(here / "run.jsonl")
+
+
+def test_from_turn_past_the_recorded_turns_is_a_usage_error(serve, tmp_path: Path) -> None:
+    context = tmp_path / "ctx.txt"
+    context.write_text("harmless text\n")
+    trace = _record(serve, tmp_path, context)
+
+    done = run_cli([
+        "replay", str(trace), "--context", str(context), "--from-turn", "5",
+        "--model", "openai/live", "--base-url", "http://127.0.0.1:9",
+    ])  # fmt: skip
+
+    assert "--from-turn 5: the recorded run has 1 root turn(s)" in _one_error_line(done)
