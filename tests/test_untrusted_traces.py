@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -26,11 +27,18 @@ SECRET = "canary-7f3a-do-not-leak"
 PRINT_CONTEXT = repl("print(str(context)[:200])\nFINAL('seen')")
 
 
-def _cli(args: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None):
-    """`recursa ARGS` in a real process, in the folder `cwd`."""
+def _cli(args: list[str], *, cwd: Path | None = None, memory: int | None = None) -> CliResult:
+    """`recursa ARGS` in a real process, in the folder `cwd`, with at most `memory` bytes
+    of address space."""
+
+    def limit() -> None:
+        if memory is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
     done = subprocess.run(
-        [RECURSA, *args], cwd=cwd, env=env or host_env(), capture_output=True, timeout=120
-    )
+        [RECURSA, *args], cwd=cwd, env=host_env(), capture_output=True, timeout=120,
+        preexec_fn=limit,
+    )  # fmt: skip
     return CliResult(done.returncode, done.stdout.decode(), done.stderr.decode())
 
 
@@ -154,7 +162,7 @@ def test_replay_refuses_a_sandbox_that_does_not_isolate_unless_it_is_named(
 def _huge_line(path: Path) -> None:
     with open(path, "wb") as fh:  # sparse: no disk is used for the zeros
         fh.write(b'{"type": "run_start", "question": "')
-        fh.truncate(MAX_LINE_BYTES + 1024)
+        fh.truncate(2 * MAX_LINE_BYTES)
 
 
 def _deep(path: Path) -> None:
@@ -194,7 +202,7 @@ def test_every_reader_ends_a_hostile_trace_in_one_line(
     out = tmp_path / "out.html"
     extra = ["--out", str(out)] if command == "view" else []
 
-    done = run_cli([command, str(trace), *extra])
+    done = _cli([command, str(trace), *extra], memory=3 * MAX_LINE_BYTES)
 
     assert "Traceback" not in done.err
     if write is _malformed and command in ("view", "mine"):

@@ -112,18 +112,23 @@ def read_events(path: str | Path, *, tolerant: bool) -> tuple[list[dict[str, Any
 
 
 def _lines(fh: IO[bytes]) -> Iterator[bytes | None]:
-    """The file's lines, each at most MAX_LINE_BYTES; None stands for a longer line, whose
-    rest is read past in slices, never held."""
+    """The file's lines, each at most MAX_LINE_BYTES, read a slice at a time; None stands
+    for a longer line, whose rest is read past and never held."""
     while True:
-        line = fh.readline(MAX_LINE_BYTES + 1)
-        if not line:
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            part = fh.readline(MIB)
+            size += len(part)
+            if size <= MAX_LINE_BYTES:
+                parts.append(part)
+            elif parts:
+                parts.clear()
+            if not part or part.endswith(b"\n"):
+                break
+        if size == 0:
             return
-        if len(line) <= MAX_LINE_BYTES or line.endswith(b"\n"):
-            yield line
-            continue
-        while line and not line.endswith(b"\n"):
-            line = fh.readline(MIB)
-        yield None
+        yield b"".join(parts) if size <= MAX_LINE_BYTES else None
 
 
 def _parse(raw: bytes | None) -> tuple[dict[str, Any], str | None]:
