@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import sqlite3
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 from e2e_helpers import RECURSA, CliResult, host_env, repl, run_cli
 from recursa.testing import FakeLMServer, ScriptedLM
 from recursa.trace.jsonl import MAX_EVENTS, MAX_LINE_BYTES, read_trace
+from recursa.trace.store import RunStore, default_path
 from run_samples import record_run, scripted_model
 
 SECRET = "canary-7f3a-do-not-leak"
@@ -317,3 +319,29 @@ def test_from_turn_past_the_recorded_turns_is_a_usage_error(serve, tmp_path: Pat
     ])  # fmt: skip
 
     assert "--from-turn 5: the recorded run has 1 root turn(s)" in _one_error_line(done)
+
+
+def test_a_run_a_server_client_started_never_reads_the_paths_it_names(tmp_path: Path) -> None:
+    canary = tmp_path / "private.txt"
+    canary.write_text(f"{SECRET}\n")
+    store = RunStore(default_path())
+    store.list(1)  # created at the current schema
+    start = {
+        "type": "run_start", "run_id": "served0000ab", "question": "q", "model": "openai/x",
+        "contexts": [{"name": str(canary), "kind": "text", "size": 24, "sha256": "0" * 64}],
+    }  # fmt: skip
+    with sqlite3.connect(store.path) as db:
+        db.execute(
+            "INSERT INTO runs (id, started_at, question, model, kind, cwd)"
+            " VALUES ('served0000ab', 0, 'q', 'openai/x', 'serve', ?)",
+            (str(tmp_path),),
+        )
+        db.execute(
+            "INSERT INTO events (run_id, seq, event) VALUES ('served0000ab', 0, ?)",
+            (json.dumps(start),),
+        )
+
+    done = run_cli(["replay", "served0000ab", "--json", "--quiet"])
+
+    assert "--context PATH" in _one_error_line(done)
+    assert SECRET not in done.out + done.err

@@ -32,6 +32,8 @@ from .jsonl import TraceFormatError, read_trace
 from .source import TraceSource
 
 ROOT_PURPOSES = frozenset({"root", "extract", "compact"})
+LOCAL_KINDS = frozenset({"run", "demo", "pipeline"})
+"""Stored runs started from this user's command line, whose context paths this user named."""
 NOT_ISOLATING = frozenset({"subprocess", "local"})
 """Backends whose code can read this machine's files and reach its network."""
 EXCERPT = 300
@@ -77,10 +79,12 @@ class Recording:
 
     @classmethod
     def from_source(cls, source: TraceSource) -> Recording:
-        """A trace file or a stored run (whose recorded paths may be read again)."""
+        """A trace file, or a stored run: one this user started here may read its recorded
+        paths again (relative to its folder; the current one for runs stored before it was
+        kept), but not a run a client of `serve` or `mcp` started, whose names it chose."""
         rec = cls.from_events(source.events(), source.name)
-        if source.run is not None and source.run.cwd:
-            rec.paths_from = Path(source.run.cwd)
+        if source.run is not None and source.run.kind in LOCAL_KINDS:
+            rec.paths_from = Path(source.run.cwd or ".")
         return rec
 
     @classmethod
@@ -165,7 +169,8 @@ class Recording:
                 )
             else:
                 raise ConfigError(
-                    f"the stored run's context {i} ({recorded}) is gone: pass --context PATH"
+                    f"the stored run's context {i} ({recorded or ref.get('name')}) cannot be "
+                    "read again: pass --context PATH"
                 )
         return loaded
 
