@@ -102,8 +102,11 @@ class Recording:
         starts = [e for e in events if e.get("type") == RunStarted.type]
         if not starts:
             raise ConfigError(f"{name} holds no run_start event: it is not a recursa trace")
-        if not isinstance(starts[0].get("contexts") or [], list):
-            raise TypeError("run_start contexts is not a list")
+        refs = starts[0].get("contexts") or []
+        if not isinstance(refs, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("name") or "", str) for r in refs
+        ):
+            raise TypeError("run_start contexts is not a list of named references")
         ends = [e for e in events if e.get("type") == "run_end"]
         rec = cls(events=events, run_start=starts[0], run_end=ends[-1] if ends else None)
         started: dict[int, dict[str, Any]] = {}
@@ -173,6 +176,16 @@ class Recording:
                     "read again: pass --context PATH"
                 )
         return loaded
+
+
+def _check_start(start: dict[str, Any]) -> None:
+    """The fields of run_start that a replay runs with, of the types it relies on."""
+    if not isinstance(start.get("question"), str) or not isinstance(start.get("model"), str):
+        raise TraceFormatError("the trace's run_start needs a question and a model, both text")
+    if not isinstance(start.get("settings") or {}, dict):
+        raise TraceFormatError("the trace's run_start settings is not an object")
+    if not isinstance(start.get("sub_model") or "", str):
+        raise TraceFormatError("the trace's run_start sub_model is not text")
 
 
 def _reload(path: str, ref: dict[str, Any]) -> Context:
@@ -377,7 +390,8 @@ def replay(
     """Re-run `recording` offline (or fork it at `from_turn` onto `live`) and compare.
     The recorded code runs in `sandbox` (see `replay_sandbox`)."""
     start = recording.run_start
-    if str(start.get("model", "")).startswith("pipeline:"):
+    _check_start(start)
+    if start["model"].startswith("pipeline:"):
         raise ConfigError(
             "this trace is of a distilled pipeline, which has no root model to replay: "
             "run the pipeline again with `recursa pipeline`"
@@ -386,36 +400,10 @@ def replay(
     if from_turn is not None and from_turn > turns:
         raise ConfigError(f"--from-turn {from_turn}: the recorded run has {turns} root turn(s)")
     backend = replay_sandbox(sandbox)
-    settings = dict(start.get("settings") or {})
-    loaded = recording.contexts(contexts)
     wire_model = parse_model(live_model).name if live_model else None
     client = ReplayClient(recording, live=live, live_model=wire_model, from_turn=from_turn)
     divergences = client.divergences
-    for ref, ctx in zip(start.get("contexts") or [], loaded, strict=True):
-        if ref.get("sha256") and ref["sha256"] != ctx.sha256:
-            divergences.append(Divergence("context hash", "0", None, ref["sha256"], ctx.sha256))
-    prices = PriceTable.default()
-    if settings.get("prices"):
-        prices = prices.with_overrides(settings["prices"])
-    sub_model = start.get("sub_model")
-    rlm = RLM(
-        start["model"],
-        sub_model=sub_model,
-        client=client,
-        max_depth=settings.get("max_depth", 1),
-        max_iterations=settings.get("max_iterations", 30),
-        max_llm_calls=settings.get("max_llm_calls"),
-        max_tokens=settings.get("max_tokens"),
-        max_cost=settings.get("max_cost"),
-        cell_timeout=settings.get("cell_timeout", 60.0),
-        concurrency=settings.get("concurrency", 16),
-        max_output_chars=settings.get("max_output_chars", 20_000),
-        mode=settings.get("mode", "code"),
-        sandbox=backend,
-        prices=prices,
-        retry=RetryPolicy(base_delay=0.0, max_delay=0.0, jitter=0.0),
-        env={},
-    )
+    rlm = _recorded_rlm(start, client, backend)
 
     def compare(event: Event) -> None:
         if isinstance(event, BlockExecuted) and not client.forked:
@@ -436,6 +424,10 @@ def replay(
 
     question = start["question"]
     try:
+        loaded = recording.contexts(contexts)
+        for ref, ctx in zip(start.get("contexts") or [], loaded, strict=True):
+            if ref.get("sha256") and ref["sha256"] != ctx.sha256:
+                divergences.append(Divergence("context hash", "0", None, ref["sha256"], ctx.sha256))
         if len(loaded) > 1:
             result = rlm.run(question, contexts=loaded, on_event=compare)
         else:
@@ -452,6 +444,37 @@ def replay(
             Divergence("answer", "0", result.iterations, recorded.get("answer"), result.answer)
         )
     return ReplayResult(result, divergences)
+
+
+def _recorded_rlm(start: dict[str, Any], client: ReplayClient, backend: str) -> RLM:
+    """The RLM of the recorded settings; settings of the wrong type are a malformed trace."""
+    settings = dict(start.get("settings") or {})
+    try:
+        prices = PriceTable.default()
+        if settings.get("prices"):
+            prices = prices.with_overrides(settings["prices"])
+        return RLM(
+            start["model"],
+            sub_model=start.get("sub_model"),
+            client=client,
+            max_depth=settings.get("max_depth", 1),
+            max_iterations=settings.get("max_iterations", 30),
+            max_llm_calls=settings.get("max_llm_calls"),
+            max_tokens=settings.get("max_tokens"),
+            max_cost=settings.get("max_cost"),
+            cell_timeout=settings.get("cell_timeout", 60.0),
+            concurrency=settings.get("concurrency", 16),
+            max_output_chars=settings.get("max_output_chars", 20_000),
+            mode=settings.get("mode", "code"),
+            sandbox=backend,
+            prices=prices,
+            retry=RetryPolicy(base_delay=0.0, max_delay=0.0, jitter=0.0),
+            env={},
+        )
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise TraceFormatError(
+            f"the trace's recorded settings cannot be used ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def replay_sandbox(requested: str | None) -> str:
