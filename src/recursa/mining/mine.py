@@ -519,15 +519,28 @@ def mine(
     return mine_runs(runs, warnings)
 
 
+MALFORMED = (TypeError, ValueError, AttributeError, KeyError, IndexError, SyntaxError)
+"""What reading an event of the wrong shape raises: a trace may come from anyone."""
+
+
 def mine_runs(runs: list[TraceRun], warnings: list[str] | None = None) -> MineReport:
-    stats = [analyse(run) for run in runs]
+    warnings = list(warnings or [])
+    stats = []
+    for run in runs:
+        try:
+            stats.append(analyse(run))
+        except MALFORMED as exc:
+            warnings.append(
+                f"{run.source}: run {run.run_id} has an event of the wrong shape "
+                f"({type(exc).__name__}: {exc}); skipped"
+            )
     ok = [s for s in stats if s.ok]
     failed = [s for s in stats if not s.ok]
     data: dict[str, Any] = {
         "runs": len(stats),
         "ok_runs": len(ok),
         "failed_runs": len(failed),
-        "warnings": list(warnings or []),
+        "warnings": warnings,
         "status": dict(Counter(s.status for s in stats).most_common()),
         "strategies": dict(Counter(s.strategy for s in stats).most_common()),
         "helpers": _counted(stats, "helper_calls", "helper_blocks"),
