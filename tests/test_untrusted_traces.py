@@ -362,3 +362,25 @@ def test_a_run_a_server_client_started_never_reads_the_paths_it_names(tmp_path: 
 
     assert "--context PATH" in _one_error_line(done)
     assert SECRET not in done.out + done.err
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        {"name": "d", "kind": "dir", "mmap_threshold": "1M"},
+        {"name": "d", "kind": "dir", "mmap_threshold": -1},
+        {"name": ["d"], "kind": "dir"},
+        {"name": "d", "kind": "text", "size": 1.5},
+    ],
+)
+def test_replay_refuses_a_malformed_context_reference_in_one_line(
+    tmp_path: Path, ref: dict[str, Any]
+) -> None:
+    trace = tmp_path / "hostile.jsonl"
+    stored = {"type": "context_data", "index": 0, "name": "d", "files": {"a.txt": "alpha"}}
+    start = {"type": "run_start", "question": "q", "model": "openai/x", "contexts": [ref]}
+    trace.write_text(json.dumps(stored) + "\n" + json.dumps(start) + "\n")
+
+    done = run_cli(["replay", str(trace), "--quiet"])
+
+    assert "not a replayable recursa trace" in _one_error_line(done)

@@ -102,11 +102,7 @@ class Recording:
         starts = [e for e in events if e.get("type") == RunStarted.type]
         if not starts:
             raise ConfigError(f"{name} holds no run_start event: it is not a recursa trace")
-        refs = starts[0].get("contexts") or []
-        if not isinstance(refs, list) or not all(
-            isinstance(r, dict) and isinstance(r.get("name") or "", str) for r in refs
-        ):
-            raise TypeError("run_start contexts is not a list of named references")
+        _check_refs(starts[0].get("contexts") or [])
         ends = [e for e in events if e.get("type") == "run_end"]
         rec = cls(events=events, run_start=starts[0], run_end=ends[-1] if ends else None)
         started: dict[int, dict[str, Any]] = {}
@@ -178,6 +174,28 @@ class Recording:
         return loaded
 
 
+_REF_TYPES: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "kind": str,
+    "sha256": str,
+    "size": int,
+    "mmap_threshold": int,
+}
+
+
+def _check_refs(refs: Any) -> None:
+    """The recorded context references, of the types replay loads them by."""
+    if not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs):
+        raise TypeError("run_start contexts is not a list of references")
+    for ref in refs:
+        for key, kind in _REF_TYPES.items():
+            value = ref.get(key)
+            if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+                raise TypeError(f"a context reference's {key} is {type(value).__name__}")
+            if isinstance(value, int) and value < 0:
+                raise ValueError(f"a context reference's {key} is negative")
+
+
 def _check_start(start: dict[str, Any]) -> None:
     """The fields of run_start that a replay runs with, of the types it relies on."""
     if not isinstance(start.get("question"), str) or not isinstance(start.get("model"), str):
@@ -229,11 +247,13 @@ def _stored_context(data: dict[str, Any], ref: dict[str, Any], scratch: list[Pat
         except OSError as exc:
             raise ConfigError(f"cannot lay out the stored directory context: {exc}") from None
         return from_directory(root, mmap_threshold=ref.get("mmap_threshold"))
+    if "text" in data and not isinstance(data["text"], str):
+        raise ConfigError("the trace's stored context holds no text")
     if "text" in data and ref.get("kind") == "file":
         scratch.append(Path(tempfile.mkdtemp(prefix="recursa-replay-")))
         base = Path(name).name
         target = scratch[-1] / (base if base not in ("", ".", "..") else "context")
-        target.write_text(str(data["text"]), encoding="utf-8")
+        target.write_text(data["text"], encoding="utf-8")
         ctx = from_file(target)
         ctx.name = name  # as recorded: the first turn's description names it
         return ctx
