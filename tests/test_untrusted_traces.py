@@ -240,16 +240,23 @@ def test_every_reader_ends_a_hostile_trace_in_one_line(
 PAYLOAD = "\"'><img src=x onerror=alert(1)><script>alert(2)</script><!--"
 
 
-def _poison(value: Any, depth: int = 0) -> Any:
-    """Every string and every nested key of an event, with markup appended."""
+def _poison(value: Any, numbers: bool, depth: int = 0) -> Any:
+    """Every string and every nested key of an event (and with `numbers`, every number,
+    made text) with markup appended."""
     if isinstance(value, dict):
         return {
-            (k if depth == 0 else k + PAYLOAD): (v if k == "type" else _poison(v, depth + 1))
+            (k if depth == 0 else k + PAYLOAD): (
+                v if k == "type" else _poison(v, numbers, depth + 1)
+            )
             for k, v in value.items()
         }
     if isinstance(value, list):
-        return [_poison(v, depth + 1) for v in value]
-    return value + PAYLOAD if isinstance(value, str) else value
+        return [_poison(v, numbers, depth + 1) for v in value]
+    if isinstance(value, str):
+        return value + PAYLOAD
+    if numbers and isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value}{PAYLOAD}"
+    return value
 
 
 class _Tags(HTMLParser):
@@ -265,12 +272,13 @@ class _Tags(HTMLParser):
         self.comments += 1
 
 
-def test_view_escapes_every_field_of_a_hostile_trace(tmp_path: Path) -> None:
+@pytest.mark.parametrize("numbers", [False, True], ids=["strings", "numbers_too"])
+def test_view_escapes_every_field_of_a_hostile_trace(tmp_path: Path, numbers: bool) -> None:
     trace = tmp_path / "run.jsonl"
     with FakeLMServer(scripted_model()) as server:
         record_run(server, trace)
     hostile = tmp_path / "hostile.jsonl"
-    hostile.write_text("".join(json.dumps(_poison(e)) + "\n" for e in read_trace(trace)))
+    hostile.write_text("".join(json.dumps(_poison(e, numbers)) + "\n" for e in read_trace(trace)))
     out = tmp_path / "page.html"
 
     done = run_cli(["view", str(hostile), "--out", str(out)])
