@@ -174,7 +174,7 @@ class Recording:
         return loaded
 
 
-_REF_TYPES: dict[str, type | tuple[type, ...]] = {
+_REF_TYPES: dict[str, type] = {
     "name": str,
     "kind": str,
     "sha256": str,

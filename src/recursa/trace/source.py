@@ -29,7 +29,7 @@ class TraceSource:
         return self.store.events(self.run.id)
 
 
-def looks_like_path(arg: str) -> bool:
+def _looks_like_path(arg: str) -> bool:
     """Run ids are hex; a name with a folder separator or a suffix is meant as a file."""
     return "/" in arg or "\\" in arg or "." in arg
 
@@ -42,7 +42,7 @@ def resolve_trace(arg: str, store: RunStore | None = None) -> TraceSource:
         return TraceSource(arg, path=path)
     if path.is_dir():
         raise ConfigError(f"{arg} is a folder, not a trace file")
-    if looks_like_path(arg) or not arg:
+    if _looks_like_path(arg) or not arg:
         raise TraceFormatError(f"trace file not found: {arg}")
     store = store or RunStore()
     try:
