@@ -257,7 +257,9 @@ def test_a_traced_action_mode_run_replays_offline_to_the_same_answer(serve, tmp_
     trace, data = _record(serve, tmp_path)
     recorded_end = next(e for e in read_trace(trace) if e["type"] == "run_end")
 
-    done = run_cli(["replay", str(trace), "--json", "--quiet"])
+    done = run_cli(
+        ["replay", str(trace), "--context", str(tmp_path / "haystack.txt"), "--json", "--quiet"]
+    )
 
     assert done.rc == 0, done.err
     out = json.loads(done.out)
@@ -276,7 +278,9 @@ def test_an_edited_action_mode_trace_reports_where_it_diverged(serve, tmp_path: 
     edited = tmp_path / "edited.jsonl"
     edited.write_text("".join(json.dumps(e) + "\n" for e in events))
 
-    done = run_cli(["replay", str(edited), "--json", "--quiet"])
+    done = run_cli(
+        ["replay", str(edited), "--context", str(tmp_path / "haystack.txt"), "--json", "--quiet"]
+    )
 
     assert done.rc == 4
     out = json.loads(done.out)

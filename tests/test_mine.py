@@ -304,4 +304,4 @@ def test_mine_skips_torn_lines_and_rejects_an_unknown_source(traces, tmp_path: P
     assert report.data["runs"] == 1 and report.data["status"] == {"ok": 1}
     assert any("1 line(s) that are not events" in w for w in report.data["warnings"])
     assert missing.rc == 2
-    assert "is not a trace file, a folder of traces or a stored run id" in missing.err
+    assert "trace file not found" in missing.err

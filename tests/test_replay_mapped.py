@@ -76,7 +76,7 @@ def test_a_run_over_a_mapped_file_replays_with_no_divergence(serve, tmp_path: Pa
     block = next(e for e in read_trace(trace) if e["type"] == "block")
     assert block["output"].startswith("MappedText 4 chunks ['48213']")
 
-    done = run_cli(["replay", str(trace), "--json", "--quiet"])
+    done = run_cli(["replay", str(trace), "--context", str(log), "--json", "--quiet"])
 
     assert done.rc == 0, done.err
     out = json.loads(done.out)
@@ -91,7 +91,7 @@ def test_the_replayed_context_is_mapped_with_the_recorded_fingerprint(
 ) -> None:
     trace, log = _record(serve, tmp_path)
 
-    loaded = Recording.load(trace).contexts()
+    loaded = Recording.load(trace).contexts([str(log)])
 
     assert [c.kind for c in loaded] == ["file"]
     assert loaded[0].sha256 == _recorded_ref(trace)["sha256"]
@@ -104,7 +104,7 @@ def test_a_changed_mapped_file_is_a_context_divergence_and_exits_4(serve, tmp_pa
     data[:5] = b"LOREM"  # same size, same answer: only the fingerprint tells
     log.write_bytes(bytes(data))
 
-    done = run_cli(["replay", str(trace), "--json", "--quiet"])
+    done = run_cli(["replay", str(trace), "--context", str(log), "--json", "--quiet"])
 
     assert done.rc == 4
     out = json.loads(done.out)
@@ -169,7 +169,7 @@ def test_a_directory_replays_with_the_files_it_mapped_mapped_again(serve, tmp_pa
     assert _recorded_ref(trace)["mmap_threshold"] == 1024 * 1024
     server.stop()
 
-    done = run_cli(["replay", str(trace), "--json", "--quiet"])
+    done = run_cli(["replay", str(trace), "--context", str(root), "--json", "--quiet"])
 
     assert done.rc == 0, done.err
     assert json.loads(done.out)["diverged"] is False
@@ -201,7 +201,7 @@ def test_an_action_mode_run_over_a_mapped_file_replays_with_no_divergence(
     assert _recorded_ref(trace)["kind"] == "file"
     server.stop()
 
-    done = run_cli(["replay", str(trace), "--json", "--quiet"])
+    done = run_cli(["replay", str(trace), "--context", str(log), "--json", "--quiet"])
 
     assert done.rc == 0, done.err
     out = json.loads(done.out)
@@ -216,9 +216,9 @@ def test_a_text_context_is_read_whole_again_whatever_the_threshold_now(
     recording = Recording.from_events([{"type": "run_start", "contexts": [ref]}])
     monkeypatch.setenv("RECURSA_MMAP_THRESHOLD", "1M")
 
-    [again] = recording.contexts()
+    [again] = recording.contexts([str(log)])
 
     assert ref["kind"] == again.kind == "text" and again.sha256 == ref["sha256"]
     _log(log, size=4 * ref["size"] + 100)  # grown past any text of the recorded length
-    [grown] = recording.contexts()
+    [grown] = recording.contexts([str(log)])
     assert grown.kind == "file" and grown.sha256 != ref["sha256"]

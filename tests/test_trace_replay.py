@@ -57,7 +57,9 @@ def test_a_traced_run_replays_offline_to_the_same_answer_with_no_requests(
     recorded = read_trace(trace)
     recorded_end = next(e for e in recorded if e["type"] == "run_end")
 
-    done = run_cli(["replay", str(trace), "--json", "--quiet"])
+    done = run_cli(
+        ["replay", str(trace), "--context", str(tmp_path / "haystack.txt"), "--json", "--quiet"]
+    )
 
     assert done.rc == 0, done.err
     out = json.loads(done.out)
@@ -75,7 +77,9 @@ def test_an_edited_trace_reports_its_divergence_and_exits_4(serve, tmp_path: Pat
     edited = tmp_path / "edited.jsonl"
     edited.write_text("".join(json.dumps(e) + "\n" for e in events))
 
-    done = run_cli(["replay", str(edited), "--json", "--quiet"])
+    done = run_cli(
+        ["replay", str(edited), "--context", str(tmp_path / "haystack.txt"), "--json", "--quiet"]
+    )
 
     assert done.rc == 4
     first = json.loads(done.out)["first_divergence"]
@@ -90,7 +94,9 @@ def test_a_changed_context_file_is_reported_as_a_context_hash_divergence(
     trace = _record(serve, tmp_path)
     (tmp_path / "haystack.txt").write_text(NEEDLE + "\n")
 
-    done = run_cli(["replay", str(trace), "--json", "--quiet"])
+    done = run_cli(
+        ["replay", str(trace), "--context", str(tmp_path / "haystack.txt"), "--json", "--quiet"]
+    )
 
     assert done.rc == 4
     assert json.loads(done.out)["first_divergence"]["what"] == "context hash"
@@ -135,7 +141,8 @@ def test_fork_replays_up_to_a_turn_then_continues_live(serve, tmp_path: Path) ->
     live = serve(ScriptedLM(root=lambda r: "FINAL(from the live model)", sub=_sub))
 
     done = run_cli([
-        "replay", str(trace), "--from-turn", "2", "--model", "openai/live",
+        "replay", str(trace), "--context", str(tmp_path / "haystack.txt"),
+        "--from-turn", "2", "--model", "openai/live",
         "--base-url", live.url, "--json", "--quiet",
     ])  # fmt: skip
 

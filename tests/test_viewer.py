@@ -395,7 +395,7 @@ def test_view_of_a_missing_trace_exits_2_with_one_line(tmp_path: Path, capsys) -
 
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
-    assert err == [f"recursa: error: trace not found: {missing}"]
+    assert err == [f"recursa: error: trace file not found: {missing}"]
     assert not (tmp_path / "x.html").exists()
 
 

@@ -29,6 +29,7 @@ from .progress import Progress
 from .sandbox.process import kill_all_live
 from .server.cli import mcp, serve
 from .trace.jsonl import JsonlTrace
+from .trace.source import resolve_trace
 from .trace.store import RunStore
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LIMIT, EXIT_DIVERGED = 0, 1, 2, 3, 4
@@ -324,11 +325,18 @@ def _run_interruptible(
     "context_paths",
     multiple=True,
     metavar="PATH",
-    help="The context(s) again, when the trace does not hold them.",
+    help="The context(s) again, when the trace does not hold them (a trace file's own "
+    "paths are never read).",
 )
 @click.option("--from-turn", type=click.IntRange(min=1), help="Fork: go live from this root turn.")
 @click.option("--model", help="Fork: the live model, PROVIDER/MODEL (with --from-turn).")
 @click.option("--base-url", help="Fork: base URL of the live model's server.")
+@option(
+    "sandbox",
+    default=None,
+    help="Where the recorded code runs (default: auto, refused unless it isolates; name "
+    "subprocess or local to run a trace you trust without isolation).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--quiet", is_flag=True, help="No progress on standard error.")
 def replay(
@@ -337,6 +345,7 @@ def replay(
     from_turn: int | None,
     model: str | None,
     base_url: str | None,
+    sandbox: str | None,
     as_json: bool,
     quiet: bool,
 ) -> int:
@@ -345,12 +354,9 @@ def replay(
     from .trace.replay import Recording
     from .trace.replay import replay as run_replay
 
-    if Path(trace).is_file():
-        recording = Recording.load(trace)
-    else:
-        recording = Recording.from_events(RunStore().events(RunStore().get(trace).id), trace)
     if (from_turn is None) != (model is None):
         raise click.UsageError("--from-turn and --model go together")
+    recording = Recording.from_source(resolve_trace(trace))
     live = ClientPool(base_url=base_url).get(model)[0] if model else None
     progress = None if quiet else Progress()
     outcome = run_replay(
@@ -360,6 +366,7 @@ def replay(
         live_model=model,
         from_turn=from_turn,
         on_event=progress,
+        sandbox=sandbox,
     )
     result = outcome.result
     if as_json:
@@ -449,16 +456,29 @@ def _when(epoch: float) -> str:
 @cli.command()
 @click.argument("trace")
 @click.option(
-    "--out", "out_path", metavar="FILE", help="The page to write (default: TRACE with .html)."
+    "--out",
+    "out_path",
+    metavar="FILE",
+    help="The page to write (default: TRACE with .html, or RUN_ID.html here).",
 )
 def view(trace: str, out_path: str | None) -> int:
-    """Write one self-contained HTML page (works offline) showing the run in TRACE."""
-    from .trace.viewer import load_trace, render_html
+    """Write one self-contained HTML page (works offline) showing the run in TRACE (a trace
+    file or a stored run id)."""
+    from .trace.viewer import TraceFormatError, render_html
 
-    page = render_html(load_trace(trace))
-    out = Path(out_path) if out_path else Path(trace).with_suffix(".html")
-    if not out_path and out == Path(trace):
-        out = Path(trace + ".html")
+    source = resolve_trace(trace)
+    events = source.events()
+    if not events:
+        raise TraceFormatError(f"trace {trace} holds no events")
+    page = render_html(events)
+    if out_path:
+        out = Path(out_path)
+    elif source.run is not None:
+        out = Path(f"{source.run.id}.html")
+    else:
+        out = Path(trace).with_suffix(".html")
+        if out == Path(trace):
+            out = Path(trace + ".html")
     try:
         out.write_text(page, encoding="utf-8")
     except OSError as exc:

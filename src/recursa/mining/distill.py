@@ -30,7 +30,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..protocol import parse_turn
 from ..trace.store import RunStore
-from .mine import HELPERS, SUB_PURPOSES, TraceRun, error_kind, load_runs
+from .mine import HELPERS, MALFORMED, SUB_PURPOSES, TraceRun, error_kind, load_runs
 
 
 class DistillError(ConfigError):
@@ -184,16 +184,20 @@ def distill_events(
     events: list[dict[str, Any]], *, source: str = "<events>", name: str = ""
 ) -> str:
     """The program for a run given as its events (dicts, as a trace file holds them)."""
-    run_ids = {e.get("run_id") for e in events if e.get("type") == "run_start"}
+    run_ids = {str(e.get("run_id")) for e in events if e.get("type") == "run_start"}
     if len(run_ids) != 1:
         raise DistillError(f"{source}: expected the events of one run, found {len(run_ids)}")
-    return distill_run(TraceRun(str(run_ids.pop()), source, events), name=name)
+    return distill_run(TraceRun(run_ids.pop(), source, events), name=name)
 
 
 def distill_run(run: TraceRun, *, name: str = "") -> str:
-    facts = _facts(run)
-    plan = plan_blocks(run.events)
-    return render(plan, facts, name=name)
+    try:
+        return render(plan_blocks(run.events), _facts(run), name=name)
+    except MALFORMED as exc:
+        raise DistillError(
+            f"{run.source}: run {run.run_id} has an event of the wrong shape "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
 
 
 # ---- choosing the blocks ------------------------------------------------------------------------

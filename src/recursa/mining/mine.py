@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..trace.jsonl import read_events
+from ..trace.source import resolve_trace
 from ..trace.store import RunStore
 
 HELPERS = (
@@ -87,14 +88,10 @@ def load_runs(
         elif path.is_file():
             add(_read_file(path, warnings))
         else:
-            store = store or RunStore()
-            try:
-                stored = store.get(source)
-            except ConfigError:
-                raise ConfigError(
-                    f"{source} is not a trace file, a folder of traces or a stored run id"
-                ) from None
-            add(_split(store.events(stored.id), f"store:{stored.id}", warnings))
+            found = resolve_trace(source, store)
+            assert found.run is not None and found.store is not None
+            store = found.store
+            add(_split(found.events(), f"store:{found.run.id}", warnings))
     if all_stored:
         store = store or RunStore()
         for stored in store.list(limit or 1_000_000):
@@ -103,26 +100,10 @@ def load_runs(
 
 
 def _read_file(path: Path, warnings: list[str]) -> list[TraceRun]:
-    events: list[dict[str, Any]] = []
-    bad = 0
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if not line.strip():
-                    continue
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    bad += 1  # a run killed mid-write leaves a torn last line
-                    continue
-                if isinstance(event, dict) and isinstance(event.get("type"), str):
-                    events.append(event)
-                else:
-                    bad += 1
-    except OSError as exc:
-        raise ConfigError(f"cannot read trace {path}: {exc.strerror or exc}") from None
-    if bad:
-        warnings.append(f"{path}: {bad} line(s) that are not events were skipped")
+    """A trace file's runs, skipping (and counting) lines that are not events: a run killed
+    mid-write leaves a torn last line."""
+    events, problems = read_events(path, tolerant=True)
+    warnings.extend(problems)
     return _split(events, str(path), warnings)
 
 
@@ -538,15 +519,28 @@ def mine(
     return mine_runs(runs, warnings)
 
 
+MALFORMED = (TypeError, ValueError, AttributeError, KeyError, IndexError, SyntaxError)
+"""What reading an event of the wrong shape raises: a trace may come from anyone."""
+
+
 def mine_runs(runs: list[TraceRun], warnings: list[str] | None = None) -> MineReport:
-    stats = [analyse(run) for run in runs]
+    warnings = list(warnings or [])
+    stats = []
+    for run in runs:
+        try:
+            stats.append(analyse(run))
+        except MALFORMED as exc:
+            warnings.append(
+                f"{run.source}: run {run.run_id} has an event of the wrong shape "
+                f"({type(exc).__name__}: {exc}); skipped"
+            )
     ok = [s for s in stats if s.ok]
     failed = [s for s in stats if not s.ok]
     data: dict[str, Any] = {
         "runs": len(stats),
         "ok_runs": len(ok),
         "failed_runs": len(failed),
-        "warnings": list(warnings or []),
+        "warnings": warnings,
         "status": dict(Counter(s.status for s in stats).most_common()),
         "strategies": dict(Counter(s.strategy for s in stats).most_common()),
         "helpers": _counted(stats, "helper_calls", "helper_blocks"),

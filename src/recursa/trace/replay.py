@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..context import Context, from_directory, from_file, from_path, from_text, from_value
@@ -27,9 +27,14 @@ from ..lm.base import Completion, LMClient, Message
 from ..lm.models import parse_model
 from ..lm.pricing import PriceTable
 from ..lm.retry import RetryPolicy
-from .jsonl import read_trace
+from ..sandbox import resolve_backend
+from .jsonl import TraceFormatError, read_trace
+from .source import TraceSource
 
 ROOT_PURPOSES = frozenset({"root", "extract", "compact"})
+LOCAL_KINDS = frozenset({"run", "demo", "pipeline"})
+"""Stored runs started from this user's command line, whose context paths this user named."""
+"""Backends whose code can read this machine's files and reach its network."""
 EXCERPT = 300
 
 
@@ -61,22 +66,42 @@ class Recording:
     blocks: dict[tuple[str, int, int], str] = field(default_factory=dict)
     scratch: list[Path] = field(default_factory=list)
     """Temporary folders holding stored contexts laid out again (see `drop_scratch`)."""
+    paths_from: Path | None = None
+    """Where the recorded context paths may be read again, relative to this folder: set only
+    for a run from this user's own run store. A trace file may come from anyone, so the
+    paths it names are never read unless given again (--context)."""
 
     @classmethod
     def load(cls, path: str | Path) -> Recording:
-        if not Path(path).is_file():
-            raise ConfigError(f"trace not found: {path}")
-        try:
-            events = read_trace(path)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read trace {path}: {exc}") from None
-        return cls.from_events(events, str(path))
+        """A trace file, read as untrusted input."""
+        return cls.from_events(read_trace(path), str(path))
+
+    @classmethod
+    def from_source(cls, source: TraceSource) -> Recording:
+        """A trace file, or a stored run: one this user started here may read its recorded
+        paths again (relative to its folder; the current one for runs stored before it was
+        kept), but not a run a client of `serve` or `mcp` started, whose names it chose."""
+        rec = cls.from_events(source.events(), source.name)
+        if source.run is not None and source.run.kind in LOCAL_KINDS:
+            rec.paths_from = Path(source.run.cwd or ".")
+        return rec
 
     @classmethod
     def from_events(cls, events: list[dict[str, Any]], name: str = "<trace>") -> Recording:
+        try:
+            return cls._index(events, name)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise TraceFormatError(
+                f"{name}: not a replayable recursa trace (malformed event: {type(exc).__name__}"
+                f" {exc})"
+            ) from None
+
+    @classmethod
+    def _index(cls, events: list[dict[str, Any]], name: str) -> Recording:
         starts = [e for e in events if e.get("type") == RunStarted.type]
         if not starts:
             raise ConfigError(f"{name} holds no run_start event: it is not a recursa trace")
+        _check_refs(starts[0].get("contexts") or [])
         ends = [e for e in events if e.get("type") == "run_end"]
         rec = cls(events=events, run_start=starts[0], run_end=ends[-1] if ends else None)
         started: dict[int, dict[str, Any]] = {}
@@ -127,16 +152,57 @@ class Recording:
         loaded = []
         for i, ref in enumerate(refs):
             data = self.context_data.get(i)
+            recorded = None
+            if self.paths_from is not None and ref.get("name"):
+                recorded = self.paths_from / ref["name"]
             if data is not None:
                 loaded.append(_stored_context(data, ref, self.scratch))
-            elif ref.get("name") and Path(ref["name"]).exists():
-                loaded.append(_reload(ref["name"], ref))
+            elif recorded is not None and recorded.exists():
+                loaded.append(_reload(str(recorded), ref))
+            elif self.paths_from is None:
+                raise ConfigError(
+                    f"the trace does not hold context {i} ({ref.get('name')}): pass it again "
+                    "with --context PATH (a trace's own paths are never read), or record with "
+                    "--trace-context"
+                )
             else:
                 raise ConfigError(
-                    f"the trace does not hold context {i} ({ref.get('name')}) and no such path "
-                    "exists: pass --context PATH, or record with --trace-context"
+                    f"the stored run's context {i} ({recorded or ref.get('name')}) cannot be "
+                    "read again: pass --context PATH"
                 )
         return loaded
+
+
+_REF_TYPES: dict[str, type] = {
+    "name": str,
+    "kind": str,
+    "sha256": str,
+    "size": int,
+    "mmap_threshold": int,
+}
+
+
+def _check_refs(refs: Any) -> None:
+    """The recorded context references, of the types replay loads them by."""
+    if not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs):
+        raise TypeError("run_start contexts is not a list of references")
+    for ref in refs:
+        for key, kind in _REF_TYPES.items():
+            value = ref.get(key)
+            if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+                raise TypeError(f"a context reference's {key} is {type(value).__name__}")
+            if isinstance(value, int) and value < 0:
+                raise ValueError(f"a context reference's {key} is negative")
+
+
+def _check_start(start: dict[str, Any]) -> None:
+    """The fields of run_start that a replay runs with, of the types it relies on."""
+    if not isinstance(start.get("question"), str) or not isinstance(start.get("model"), str):
+        raise TraceFormatError("the trace's run_start needs a question and a model, both text")
+    if not isinstance(start.get("settings") or {}, dict):
+        raise TraceFormatError("the trace's run_start settings is not an object")
+    if not isinstance(start.get("sub_model") or "", str):
+        raise TraceFormatError("the trace's run_start sub_model is not text")
 
 
 def _reload(path: str, ref: dict[str, Any]) -> Context:
@@ -162,20 +228,30 @@ def _reload(path: str, ref: dict[str, Any]) -> Context:
 
 def _stored_context(data: dict[str, Any], ref: dict[str, Any], scratch: list[Path]) -> Context:
     """A context the trace holds in full (--trace-context). A directory, or a file the run
-    mapped, is laid out again in a temporary folder (added to `scratch`, for the caller to
-    remove) and loaded as it was."""
-    name = ref["name"]
+    mapped, is laid out again in a fresh temporary folder (added to `scratch`, for the caller
+    to remove) and loaded as it was; nothing is written outside that folder."""
+    name = str(ref["name"])
     if "files" in data:
+        files = _checked_files(data["files"])
         root = Path(tempfile.mkdtemp(prefix="recursa-replay-"))
         scratch.append(root)
-        for rel, text in data["files"].items():
-            target = root / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text, encoding="utf-8")
+        inside = root.resolve()
+        try:
+            for rel, text in files.items():
+                target = root / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if not target.parent.resolve().is_relative_to(inside):
+                    raise ConfigError(f"stored file name {rel!r} leads out of the folder")
+                target.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot lay out the stored directory context: {exc}") from None
         return from_directory(root, mmap_threshold=ref.get("mmap_threshold"))
+    if "text" in data and not isinstance(data["text"], str):
+        raise ConfigError("the trace's stored context holds no text")
     if "text" in data and ref.get("kind") == "file":
         scratch.append(Path(tempfile.mkdtemp(prefix="recursa-replay-")))
-        target = scratch[-1] / Path(name).name
+        base = Path(name).name
+        target = scratch[-1] / (base if base not in ("", ".", "..") else "context")
         target.write_text(data["text"], encoding="utf-8")
         ctx = from_file(target)
         ctx.name = name  # as recorded: the first turn's description names it
@@ -183,6 +259,24 @@ def _stored_context(data: dict[str, Any], ref: dict[str, Any], scratch: list[Pat
     if "text" in data:
         return from_text(data["text"], name)
     return from_value(data["value"], name)
+
+
+def _checked_files(files: Any) -> dict[str, str]:
+    """A stored directory's files, refused whole (one line, before anything is written) when
+    a name is not a plain relative path: absolute, or with a `..` part, would write outside
+    the replay's own folder."""
+    if not isinstance(files, dict):
+        raise ConfigError("the trace's stored directory context is not a mapping of files")
+    for rel, text in files.items():
+        parts = PurePosixPath(rel).parts if isinstance(rel, str) else ()
+        if not parts or "\0" in rel or PurePosixPath(rel).is_absolute() or ".." in parts:
+            raise ConfigError(
+                f"the trace's stored directory context names the file {rel!r}, which is not a "
+                "plain relative path: refused (it would be written outside the replay's folder)"
+            )
+        if not isinstance(text, str):
+            raise ConfigError(f"the trace's stored file {rel!r} holds no text")
+    return files
 
 
 @dataclass(slots=True)
@@ -310,45 +404,28 @@ def replay(
     live_model: str | None = None,
     from_turn: int | None = None,
     on_event: Any = None,
+    sandbox: str | None = None,
 ) -> ReplayResult:
-    """Re-run `recording` offline (or fork it at `from_turn` onto `live`) and compare."""
+    """Re-run `recording` offline (or fork it at `from_turn` onto `live`) and compare.
+    The recorded code runs in `sandbox` (`auto` when None: never an unisolated backend
+    unless the caller names it)."""
     start = recording.run_start
-    if str(start.get("model", "")).startswith("pipeline:"):
+    _check_start(start)
+    if start["model"].startswith("pipeline:"):
         raise ConfigError(
             "this trace is of a distilled pipeline, which has no root model to replay: "
             "run the pipeline again with `recursa pipeline`"
         )
-    settings = dict(start.get("settings") or {})
-    loaded = recording.contexts(contexts)
+    turns = len(recording.root_calls.get("0") or ())
+    if from_turn is not None and from_turn > turns:
+        raise ConfigError(f"--from-turn {from_turn}: the recorded run has {turns} root turn(s)")
+    # A trace may come from anyone: `auto` runs its code only where it is isolated, and a
+    # backend that does not isolate runs it only when the user names it.
+    backend = resolve_backend(sandbox or "auto")
     wire_model = parse_model(live_model).name if live_model else None
     client = ReplayClient(recording, live=live, live_model=wire_model, from_turn=from_turn)
     divergences = client.divergences
-    for ref, ctx in zip(start.get("contexts") or [], loaded, strict=True):
-        if ref.get("sha256") and ref["sha256"] != ctx.sha256:
-            divergences.append(Divergence("context hash", "0", None, ref["sha256"], ctx.sha256))
-    prices = PriceTable.default()
-    if settings.get("prices"):
-        prices = prices.with_overrides(settings["prices"])
-    sub_model = start.get("sub_model")
-    rlm = RLM(
-        start["model"],
-        sub_model=sub_model,
-        client=client,
-        max_depth=settings.get("max_depth", 1),
-        max_iterations=settings.get("max_iterations", 30),
-        max_llm_calls=settings.get("max_llm_calls"),
-        max_tokens=settings.get("max_tokens"),
-        max_cost=settings.get("max_cost"),
-        cell_timeout=settings.get("cell_timeout", 60.0),
-        concurrency=settings.get("concurrency", 16),
-        max_output_chars=settings.get("max_output_chars", 20_000),
-        mode=settings.get("mode", "code"),
-        seed=settings.get("seed"),  # the REPL's `random` draws what it drew then
-        sandbox="auto",
-        prices=prices,
-        retry=RetryPolicy(base_delay=0.0, max_delay=0.0, jitter=0.0),
-        env={},
-    )
+    rlm = _recorded_rlm(start, client, backend)
 
     def compare(event: Event) -> None:
         if isinstance(event, BlockExecuted) and not client.forked:
@@ -369,6 +446,10 @@ def replay(
 
     question = start["question"]
     try:
+        loaded = recording.contexts(contexts)
+        for ref, ctx in zip(start.get("contexts") or [], loaded, strict=True):
+            if ref.get("sha256") and ref["sha256"] != ctx.sha256:
+                divergences.append(Divergence("context hash", "0", None, ref["sha256"], ctx.sha256))
         if len(loaded) > 1:
             result = rlm.run(question, contexts=loaded, on_event=compare)
         else:
@@ -385,6 +466,38 @@ def replay(
             Divergence("answer", "0", result.iterations, recorded.get("answer"), result.answer)
         )
     return ReplayResult(result, divergences)
+
+
+def _recorded_rlm(start: dict[str, Any], client: ReplayClient, backend: str) -> RLM:
+    """The RLM of the recorded settings; settings of the wrong type are a malformed trace."""
+    settings = dict(start.get("settings") or {})
+    try:
+        prices = PriceTable.default()
+        if settings.get("prices"):
+            prices = prices.with_overrides(settings["prices"])
+        return RLM(
+            start["model"],
+            sub_model=start.get("sub_model"),
+            client=client,
+            max_depth=settings.get("max_depth", 1),
+            max_iterations=settings.get("max_iterations", 30),
+            max_llm_calls=settings.get("max_llm_calls"),
+            max_tokens=settings.get("max_tokens"),
+            max_cost=settings.get("max_cost"),
+            cell_timeout=settings.get("cell_timeout", 60.0),
+            concurrency=settings.get("concurrency", 16),
+            max_output_chars=settings.get("max_output_chars", 20_000),
+            mode=settings.get("mode", "code"),
+            seed=settings.get("seed"),  # the REPL's `random` draws what it drew then
+            sandbox=backend,
+            prices=prices,
+            retry=RetryPolicy(base_delay=0.0, max_delay=0.0, jitter=0.0),
+            env={},
+        )
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise TraceFormatError(
+            f"the trace's recorded settings cannot be used ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def _as_json(value: Any) -> Any:

@@ -48,6 +48,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'run';
     ALTER TABLE runs ADD COLUMN trace_path TEXT;
     """,
+    # 3: the folder the run was started in, which its relative context paths are relative to
+    # (trace paths are stored absolute from now on; an older row has no folder)
+    """
+    ALTER TABLE runs ADD COLUMN cwd TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -73,6 +78,8 @@ class StoredRun:
     error: str | None
     kind: str
     trace_path: str | None
+    cwd: str | None = None
+    """The folder the run was started in (None for runs stored before schema 3)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -87,7 +94,12 @@ class StoredRun:
             "usage": self.usage,
             "error": self.error,
             "trace": self.trace_path,
+            "cwd": self.cwd,
         }
+
+
+class RunNotFound(ConfigError):
+    """No stored run has this id (or prefix)."""
 
 
 class RunStore:
@@ -120,15 +132,17 @@ class RunStore:
                 db.executescript(f"BEGIN; {MIGRATIONS[number]} PRAGMA user_version = {number + 1};")
 
     def save(self, events: list[Event], *, kind: str = "run", trace_path: str | None = None) -> str:
-        """Store a finished (or cancelled) run: its summary and every event, in order."""
+        """Store a finished (or cancelled) run: its summary and every event, in order, with
+        the trace's absolute path and the working folder, so that `replay ID` finds the
+        run's relative context paths from any folder."""
         start = next(e for e in events if isinstance(e, RunStarted))
         end = next((e for e in reversed(events) if isinstance(e, RunEnded)), None)
         now = time.time()
         with self.connect() as db:
             db.execute(
                 "INSERT OR REPLACE INTO runs (id, started_at, ended_at, question, model, status,"
-                " answer, iterations, usage, error, kind, trace_path)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " answer, iterations, usage, error, kind, trace_path, cwd)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     start.run_id,
                     now - (end.t if end else 0.0),
@@ -141,7 +155,8 @@ class RunStore:
                     json.dumps(end.usage if end else {}),
                     end.error if end else None,
                     kind,
-                    trace_path,
+                    os.path.abspath(trace_path) if trace_path else None,
+                    os.getcwd(),
                 ),
             )
             db.execute("DELETE FROM events WHERE run_id = ?", (start.run_id,))
@@ -168,7 +183,7 @@ class RunStore:
                 f"SELECT {_COLUMNS} FROM runs WHERE id LIKE ? LIMIT 2", (run_id + "%",)
             ).fetchall()
         if not rows:
-            raise ConfigError(f"no run {run_id!r} in the run store {self.path}")
+            raise RunNotFound(f"no run {run_id!r} in the run store {self.path}")
         if len(rows) > 1:
             raise ConfigError(f"{run_id!r} names several runs: give more of the id")
         return _run(rows[0])
@@ -182,7 +197,8 @@ class RunStore:
 
 
 _COLUMNS = (
-    "id, started_at, question, model, status, answer, iterations, usage, error, kind, trace_path"
+    "id, started_at, question, model, status, answer, iterations, usage, error, kind,"
+    " trace_path, cwd"
 )
 
 
@@ -199,4 +215,5 @@ def _run(row: tuple[Any, ...]) -> StoredRun:
         error=row[8],
         kind=row[9],
         trace_path=row[10],
+        cwd=row[11],
     )

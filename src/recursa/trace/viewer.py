@@ -25,13 +25,9 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from .jsonl import TraceFormatError, read_trace
 
 __all__ = ["Limits", "TraceFormatError", "load_trace", "render_html"]
-
-
-class TraceFormatError(ConfigError):
-    """A trace file that cannot be read as events (usage error: exit code 2)."""
 
 
 SUBS_UNFOLDED = 8
@@ -62,35 +58,9 @@ class Limits:
 def load_trace(path: str | Path) -> list[dict[str, Any]]:
     """Every event of a trace file; a missing file or a malformed line is a `ConfigError`
     naming the file (and the line number)."""
-    name = str(path)
-    try:
-        fh = open(path, "rb")  # noqa: SIM115
-    except FileNotFoundError:
-        raise TraceFormatError(f"trace not found: {name}") from None
-    except OSError as exc:
-        raise TraceFormatError(f"cannot read trace {name}: {exc.strerror or exc}") from None
-    events: list[dict[str, Any]] = []
-    with fh:
-        try:
-            for number, raw in enumerate(fh, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    event = json.loads(raw.decode("utf-8"))
-                except UnicodeDecodeError:
-                    raise TraceFormatError(f"{name} line {number}: not UTF-8 text") from None
-                except ValueError as exc:
-                    why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-                    raise TraceFormatError(f"{name} line {number}: not JSON ({why})") from None
-                if not isinstance(event, dict) or not isinstance(event.get("type"), str):
-                    raise TraceFormatError(
-                        f"{name} line {number}: not an event (a JSON object with a type)"
-                    )
-                events.append(event)
-        except OSError as exc:
-            raise TraceFormatError(f"cannot read trace {name}: {exc.strerror or exc}") from None
+    events = read_trace(path)
     if not events:
-        raise TraceFormatError(f"trace {name} holds no events")
+        raise TraceFormatError(f"trace {path} holds no events")
     return events
 
 
