@@ -159,6 +159,7 @@ def _make_rlm(opts: dict[str, Any], env: dict[str, str] | None = None) -> RLM:
         context_window=opts.get("context_window"),
         sub_model=opts.get("sub_model"),
         base_url=opts.get("base_url"),
+        base_url_for=opts.get("base_url_for"),
         max_depth=opts["max_depth"],
         max_iterations=opts["max_iterations"],
         max_llm_calls=opts.get("max_llm_calls"),
@@ -286,7 +287,7 @@ def replay(
         recording = Recording.from_events(RunStore().events(RunStore().get(trace).id), trace)
     if (from_turn is None) != (model is None):
         raise click.UsageError("--from-turn and --model go together")
-    live = ClientPool(base_url=base_url).get(model)[0] if model else None
+    live = ClientPool(base_url=base_url, base_url_for=model).get(model)[0] if model else None
     progress = None if quiet else Progress()
     outcome = run_replay(
         recording,

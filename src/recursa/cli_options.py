@@ -37,7 +37,10 @@ _OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
         ("--sub-model",),
         {"envvar": "RECURSA_SUB_MODEL", "help": "Model for llm_query."},
     ),
-    "base_url": (("--base-url",), {"help": "Base URL of an OpenAI-compatible server."}),
+    "base_url": (
+        ("--base-url",),
+        {"help": "Base URL of --model's provider (a model of another provider uses its own)."},
+    ),
     "max_depth": (("--max-depth",), {"type": click.IntRange(min=1), "default": 1}),
     "max_iterations": (("--max-iterations",), {"type": click.IntRange(min=1), "default": 30}),
     "max_llm_calls": (("--max-llm-calls",), {"type": click.IntRange(min=1)}),

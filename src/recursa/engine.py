@@ -105,6 +105,7 @@ class RLM:
         *,
         sub_model: str | None = None,
         base_url: str | None = None,
+        base_url_for: str | None = None,
         client: LMClient | None = None,
         signature: str | type[BaseModel] | Signature | None = None,
         tools: ToolsArg = None,
@@ -175,6 +176,9 @@ class RLM:
         self.listeners: list[Listener] = [on_event] if on_event else []
         self.client = client
         self.base_url = base_url
+        self.base_url_for = base_url_for or model
+        """The model whose provider `base_url` belongs to (default: the root model); a
+        model of another provider never goes there, nor does its key."""
         self.request_timeout = request_timeout
         self.env = env
         self.record_full_prompts = record_full_prompts
@@ -190,7 +194,12 @@ class RLM:
         self._check_config()
 
     def _check_config(self) -> None:
-        pool = ClientPool(base_url=self.base_url, client=self.client, env=self.env)
+        pool = ClientPool(
+            base_url=self.base_url,
+            base_url_for=self.base_url_for,
+            client=self.client,
+            env=self.env,
+        )
         for model in filter(None, (self.model, self.sub_model)):
             pool.check(model)
             if self.limits.max_cost is not None and self.prices.lookup(model) is None:
@@ -323,6 +332,7 @@ class _Run:
         self.ledger = Ledger(limits=rlm.limits, pricer=rlm.prices)
         self.pool = ClientPool(
             base_url=rlm.base_url,
+            base_url_for=rlm.base_url_for,
             client=rlm.client,
             env=rlm.env,
             timeout=rlm.request_timeout,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .budget import Ledger
-from .errors import BudgetExceeded, LMConnectionError, LMError, LMStatusError
+from .errors import BudgetExceeded, ConfigError, LMConnectionError, LMError, LMStatusError
 from .events import BudgetRefused, Emitter, LMCallEnded, LMCallStarted
 from .lm.base import Completion, LMClient, Message
 from .lm.models import Endpoint, ModelSpec, make_client, parse_model, resolve_endpoint
@@ -59,18 +59,27 @@ def estimate_tokens(messages: list[Message]) -> int:
 
 
 class ClientPool:
-    """Maps `PROVIDER/MODEL` names to a shared client per endpoint, made on first use."""
+    """Maps `PROVIDER/MODEL` names to a shared client per endpoint, made on first use.
+
+    `base_url` belongs to the provider of `base_url_for` (a `PROVIDER/MODEL` name) alone:
+    a model of any other provider goes to its own server with its own key, so a key never
+    reaches a server that was given for another provider.
+    """
 
     def __init__(
         self,
         *,
         base_url: str | None = None,
+        base_url_for: str | None = None,
         client: LMClient | None = None,
         env: Mapping[str, str] | None = None,
         timeout: float = 120.0,
         max_connections: int = 64,
     ) -> None:
-        self.base_url = base_url
+        self.base_url = (base_url or "").strip() or None
+        if self.base_url is not None and client is None and not base_url_for:
+            raise ConfigError("a base URL needs the model it is given for (base_url_for)")
+        self.base_url_provider = parse_model(base_url_for).provider if base_url_for else None
         self.fixed = client
         self.env = env
         self.timeout = timeout
@@ -86,9 +95,10 @@ class ClientPool:
 
     def _endpoint(self, model: str) -> tuple[ModelSpec, Endpoint]:
         spec = parse_model(model)
+        url = self.base_url if spec.provider == self.base_url_provider else None
         if self.env is None:
-            return spec, resolve_endpoint(spec, self.base_url)
-        return spec, resolve_endpoint(spec, self.base_url, self.env)
+            return spec, resolve_endpoint(spec, url)
+        return spec, resolve_endpoint(spec, url, self.env)
 
     def get(self, model: str) -> tuple[LMClient, str]:
         """The client for `model` and the model's name as that server knows it."""
