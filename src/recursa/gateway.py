@@ -21,6 +21,7 @@ from .errors import BudgetExceeded, ConfigError, LMConnectionError, LMError, LMS
 from .events import BudgetRefused, Emitter, LMCallEnded, LMCallStarted
 from .lm.base import Completion, LMClient, Message
 from .lm.models import Endpoint, ModelSpec, make_client, parse_model, resolve_endpoint
+from .lm.openai_compat import DEFAULT_DEADLINE, DEFAULT_MAX_RESPONSE_BYTES
 from .lm.retry import RetryPolicy
 
 PROMPT_EXCERPT = 1000
@@ -75,6 +76,8 @@ class ClientPool:
         env: Mapping[str, str] | None = None,
         timeout: float = 120.0,
         max_connections: int = 64,
+        deadline: float = DEFAULT_DEADLINE,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self.base_url = (base_url or "").strip() or None
         if self.base_url is not None and client is None and not base_url_for:
@@ -84,6 +87,8 @@ class ClientPool:
         self.env = env
         self.timeout = timeout
         self.max_connections = max_connections
+        self.deadline = deadline
+        self.max_response_bytes = max_response_bytes
         self._clients: dict[tuple[str, str], LMClient] = {}
 
     def check(self, model: str) -> None:
@@ -109,7 +114,11 @@ class ClientPool:
         client = self._clients.get(key)
         if client is None:
             client = make_client(
-                endpoint, timeout=self.timeout, max_connections=self.max_connections
+                endpoint,
+                timeout=self.timeout,
+                max_connections=self.max_connections,
+                deadline=self.deadline,
+                max_response_bytes=self.max_response_bytes,
             )
             self._clients[key] = client
         return client, spec.name

@@ -11,7 +11,14 @@ from typing import Any, ClassVar
 
 from recursa.errors import LMResponseError
 from recursa.lm.base import Completion, Message
-from recursa.lm.openai_compat import BaseHTTPClient, WireRequest, as_cost, as_int
+from recursa.lm.openai_compat import (
+    DEFAULT_DEADLINE,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    BaseHTTPClient,
+    WireRequest,
+    as_cost,
+    as_int,
+)
 
 __all__ = ["ANTHROPIC_VERSION", "DEFAULT_MAX_TOKENS", "AnthropicClient", "to_anthropic_messages"]
 
@@ -68,11 +75,19 @@ class AnthropicClient(BaseHTTPClient):
         headers: dict[str, str] | None = None,
         max_connections: int = 64,
         default_max_tokens: int = DEFAULT_MAX_TOKENS,
+        deadline: float = DEFAULT_DEADLINE,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         merged = {"anthropic-version": ANTHROPIC_VERSION}
         merged.update(headers or {})
         super().__init__(
-            base_url, api_key, timeout=timeout, headers=merged, max_connections=max_connections
+            base_url,
+            api_key,
+            timeout=timeout,
+            headers=merged,
+            max_connections=max_connections,
+            deadline=deadline,
+            max_response_bytes=max_response_bytes,
         )
         self.default_max_tokens = default_max_tokens
         root = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url

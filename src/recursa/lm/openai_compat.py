@@ -32,6 +32,10 @@ from recursa.lm.base import Completion, Message
 __all__ = ["BaseHTTPClient", "OpenAICompatClient", "WireRequest", "parse_retry_after"]
 
 _USER_AGENT = "recursa/0.1"
+DEFAULT_DEADLINE = 600.0
+"""Seconds one attempt may take in all, however the server paces its bytes."""
+DEFAULT_MAX_RESPONSE_BYTES = 8 << 20
+"""The most bytes of one answer that are read (decoded): a longer one is refused."""
 _EXCERPT_CHARS = 240
 _WS = re.compile(r"\s+")
 
@@ -104,7 +108,7 @@ def _error_excerpt(body: bytes, content_type: str) -> str:
     if "json" in content_type or text.lstrip().startswith(("{", "[")):
         try:
             data = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             data = None
         message = _find_message(data)
         if message:
@@ -190,13 +194,23 @@ class BaseHTTPClient:
         timeout: float = 120.0,
         headers: dict[str, str] | None = None,
         max_connections: int = 64,
+        deadline: float = DEFAULT_DEADLINE,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         if timeout <= 0:
             raise ConfigError(f"timeout must be positive, got {timeout}")
+        if not deadline > 0 or not math.isfinite(deadline):
+            raise ConfigError(f"deadline must be a positive number of seconds, got {deadline}")
+        if max_response_bytes < 1:
+            raise ConfigError(f"max_response_bytes must be at least 1, got {max_response_bytes}")
         if max_connections < 1:
             raise ConfigError(f"max_connections must be at least 1, got {max_connections}")
         self.base_url = normalize_base_url(base_url)
         self.timeout = float(timeout)
+        self.deadline = float(deadline)
+        """The whole attempt (connect, send, every byte of the answer) ends by then: a
+        server trickling bytes resets httpx's per-read timeout forever, not this one."""
+        self.max_response_bytes = max_response_bytes
         self.max_connections = max_connections
         self._secret = api_key or None
         merged = {"user-agent": _USER_AGENT, "accept": "application/json"}
@@ -272,10 +286,17 @@ class BaseHTTPClient:
         """Send ONE request and return the completion, or raise an LMError subclass."""
         req = self._build(messages, model, max_tokens, temperature)
         try:
-            resp = await self._get_async().post(req.url, json=req.body)
+            async with asyncio.timeout(self.deadline):
+                async with self._get_async().stream("POST", req.url, json=req.body) as resp:
+                    body = bytearray()
+                    self._check_length(req.url, resp)
+                    async for chunk in resp.aiter_bytes():
+                        self._take(req.url, body, chunk)
+        except TimeoutError:
+            raise self._deadline_error(req.url) from None
         except httpx.HTTPError as exc:
             raise self._transport_error(req.url, exc) from exc
-        return self._handle(req.url, resp, model)
+        return self._handle(req.url, resp, bytes(body), model)
 
     def complete_sync(
         self,
@@ -285,13 +306,21 @@ class BaseHTTPClient:
         max_tokens: int | None = None,
         temperature: float | None = None,
     ) -> Completion:
-        """Blocking twin of `complete`: same request, same parsing, same errors."""
+        """Blocking twin of `complete`: same request, same parsing, same errors. The
+        deadline is checked between reads, each of which httpx bounds by `timeout`."""
         req = self._build(messages, model, max_tokens, temperature)
+        ends = time.monotonic() + self.deadline
         try:
-            resp = self._get_sync().post(req.url, json=req.body)
+            with self._get_sync().stream("POST", req.url, json=req.body) as resp:
+                body = bytearray()
+                self._check_length(req.url, resp)
+                for chunk in resp.iter_bytes():
+                    self._take(req.url, body, chunk)
+                    if time.monotonic() > ends:
+                        raise self._deadline_error(req.url)
         except httpx.HTTPError as exc:
             raise self._transport_error(req.url, exc) from exc
-        return self._handle(req.url, resp, model)
+        return self._handle(req.url, resp, bytes(body), model)
 
     async def aclose(self) -> None:
         """Release both connection pools."""
@@ -351,17 +380,43 @@ class BaseHTTPClient:
             why = f"{type(exc).__name__}: {detail}"
         return LMConnectionError(self._scrub(one_line(f"could not reach {where}: {why}", 400)))
 
-    def _handle(self, url: str, resp: httpx.Response, model: str) -> Completion:
+    def _check_length(self, url: str, resp: httpx.Response) -> None:
+        """Refuse before reading when the server declares an answer over the cap."""
+        declared = resp.headers.get("content-length", "")
+        plain = "content-encoding" not in resp.headers
+        if plain and declared.isdigit() and int(declared) > self.max_response_bytes:
+            raise self._too_big(url)
+
+    def _take(self, url: str, body: bytearray, chunk: bytes) -> None:
+        """Add a chunk of the answer, or refuse once it passes the cap (nothing more is read)."""
+        if len(body) + len(chunk) > self.max_response_bytes:
+            raise self._too_big(url)
+        body += chunk
+
+    def _too_big(self, url: str) -> LMResponseError:
+        return LMResponseError(
+            f"{_public_url(url)} answered more than {self.max_response_bytes:,} bytes: "
+            "the answer was refused"
+        )
+
+    def _deadline_error(self, url: str) -> LMConnectionError:
+        return LMConnectionError(
+            f"could not reach {_public_url(url)}: no complete answer within the "
+            f"{self.deadline:g}s deadline of one request"
+        )
+
+    def _handle(self, url: str, resp: httpx.Response, body: bytes, model: str) -> Completion:
         if not 200 <= resp.status_code < 300:
-            raise self._status_error(url, resp)
+            raise self._status_error(url, resp, body)
         try:
-            data = json.loads(resp.content)
-        except (ValueError, UnicodeDecodeError):
-            excerpt = one_line(resp.content[:200].decode("utf-8", errors="replace"), 120)
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            why = "is nested too deeply" if isinstance(exc, RecursionError) else "is not JSON"
+            excerpt = one_line(body[:200].decode("utf-8", errors="replace"), 120)
             raise LMResponseError(
                 self._scrub(
                     f"{_public_url(url)} answered HTTP {resp.status_code} with a body "
-                    f"that is not JSON: {excerpt!r}"
+                    f"that {why}: {excerpt!r}"
                 )
             ) from None
         try:
@@ -371,8 +426,14 @@ class BaseHTTPClient:
             raise LMStatusError(exc.status, message, retry_after=exc.retry_after) from None
         except LMResponseError as exc:
             raise LMResponseError(self._scrub(f"{_public_url(url)}: {exc}")) from None
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError, RecursionError) as exc:
+            # A field of the wrong type deep inside an otherwise valid answer.
+            why = one_line(f"{type(exc).__name__}: {exc}", 160)
+            raise LMResponseError(
+                self._scrub(f"{_public_url(url)}: the answer could not be read ({why})")
+            ) from None
 
-    def _status_error(self, url: str, resp: httpx.Response) -> LMStatusError:
+    def _status_error(self, url: str, resp: httpx.Response, body: bytes) -> LMStatusError:
         status = resp.status_code
         headers = resp.headers
         retry_after = None
@@ -390,7 +451,7 @@ class BaseHTTPClient:
             where = headers.get("location", "?")
             excerpt = f"redirected to {where}: check the base URL"
         else:
-            excerpt = _error_excerpt(resp.content, headers.get("content-type", "")) or "(no body)"
+            excerpt = _error_excerpt(body, headers.get("content-type", "")) or "(no body)"
         message = f"HTTP {status} from {_public_url(url)}: {one_line(excerpt)}"
         if retry_after is not None:
             message += f" (retry after {retry_after:g}s)"
@@ -416,9 +477,17 @@ class OpenAICompatClient(BaseHTTPClient):
         headers: dict[str, str] | None = None,
         max_connections: int = 64,
         max_tokens_field: str | None = None,
+        deadline: float = DEFAULT_DEADLINE,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         super().__init__(
-            base_url, api_key, timeout=timeout, headers=headers, max_connections=max_connections
+            base_url,
+            api_key,
+            timeout=timeout,
+            headers=headers,
+            max_connections=max_connections,
+            deadline=deadline,
+            max_response_bytes=max_response_bytes,
         )
         if max_tokens_field is None:
             official = httpx.URL(self.base_url).host == "api.openai.com"
