@@ -424,6 +424,12 @@ class _Run:
     def finish(
         self, outcome: Outcome, strategy: str = "rlm", *, cancelled: bool = False
     ) -> RunResult:
+        breach = self.ledger.breach
+        if breach is not None and outcome.status not in ("error", "budget_exhausted"):
+            # Model code may have caught the BudgetExceeded of a sub-query and gone on to
+            # FINAL: a run whose limit no longer holds is never reported `ok`.
+            why = f"{breach}: the run stopped, as {self.ledger.breach_limit} can no longer hold"
+            outcome = dataclasses.replace(outcome, status="budget_exhausted", error=why)
         usage = self.ledger.usage()
         self.emitter.emit(
             RunEnded(

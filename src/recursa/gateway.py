@@ -51,6 +51,24 @@ def messages_sha256(messages: list[Message]) -> str:
     return digest.hexdigest()
 
 
+MESSAGE_FRAMING = 8
+"""Tokens a chat template may add around one message (role markers, separators)."""
+REQUEST_FRAMING = 64
+"""Tokens a server may add to a whole request (a template's preamble, the reply's start)."""
+
+
+def input_token_bound(messages: list[Message]) -> int:
+    """An upper bound on a request's input tokens without a tokenizer: a token covers at
+    least one UTF-8 byte (byte-level and byte-fallback tokenizers alike), plus framing."""
+    size = sum(
+        len((m.get("content") or "").encode("utf-8", "surrogatepass"))
+        + len(str(m.get("role") or "").encode("utf-8", "surrogatepass"))
+        + MESSAGE_FRAMING
+        for m in messages
+    )
+    return size + REQUEST_FRAMING
+
+
 def estimate_tokens(messages: list[Message]) -> int:
     """A tokenizer-free estimate used only to reserve budget: 4 characters a token rounded
     up per message, 4 tokens of framing per message, and 2% more for tokenizers that split
@@ -163,7 +181,7 @@ class Gateway:
     ) -> Completion:
         """Send one logical request, retrying as the policy allows; every attempt is charged."""
         client, wire_model = self.pool.get(model)
-        estimate = estimate_tokens(messages)
+        bound = input_token_bound(messages)
         digest = messages_sha256(messages)
         shown = prompt_for_trace
         if shown is not None and not self.full_prompts and len(shown) > PROMPT_EXCERPT:
@@ -172,7 +190,7 @@ class Gateway:
         while True:
             attempt += 1
             try:
-                reservation = self.ledger.reserve(model, depth, estimate)
+                reservation = self.ledger.reserve(model, depth, bound)
             except BudgetExceeded as exc:
                 if exc.transient:
                     # It fits once requests in flight settle: wait for one, then try again.
@@ -228,7 +246,11 @@ class Gateway:
                 self._notify()
                 raise
             cost = self.ledger.settle(
-                reservation, completion.input_tokens, completion.output_tokens, completion.cost_usd
+                reservation,
+                completion.input_tokens,
+                completion.output_tokens,
+                completion.cost_usd,
+                completion.usage_problem,
             )
             self._notify()
             self._ended(
@@ -239,6 +261,20 @@ class Gateway:
                 output_tokens=completion.output_tokens,
                 cost_usd=cost,
             )
+            if reservation.breach is not None:
+                limit = self.ledger.breach_limit
+                message = f"{reservation.breach}: the run stops, as {limit} can no longer hold"
+                self.emitter.emit(
+                    BudgetRefused(
+                        rlm=rlm,
+                        depth=depth,
+                        limit=limit,
+                        model=model,
+                        purpose=purpose,
+                        message=message,
+                    )
+                )
+                raise BudgetExceeded(limit, message)
             return completion
 
     def _notify(self) -> None:

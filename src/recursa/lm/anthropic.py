@@ -15,9 +15,8 @@ from recursa.lm.openai_compat import (
     DEFAULT_DEADLINE,
     DEFAULT_MAX_RESPONSE_BYTES,
     BaseHTTPClient,
+    UsageReader,
     WireRequest,
-    as_cost,
-    as_int,
 )
 
 __all__ = ["ANTHROPIC_VERSION", "DEFAULT_MAX_TOKENS", "AnthropicClient", "to_anthropic_messages"]
@@ -141,21 +140,20 @@ def parse_anthropic_message(data: Any, model: str) -> Completion:
         and block.get("type") == "text"
         and isinstance(block.get("text"), str)
     )
-    usage = data.get("usage")
-    if not isinstance(usage, dict):
-        usage = {}
+    usage = UsageReader(data.get("usage"))
     input_tokens = (
-        as_int(usage.get("input_tokens"))
-        + as_int(usage.get("cache_creation_input_tokens"))
-        + as_int(usage.get("cache_read_input_tokens"))
+        usage.tokens("input_tokens")
+        + usage.tokens("cache_creation_input_tokens", required=False)
+        + usage.tokens("cache_read_input_tokens", required=False)
     )
     stop = data.get("stop_reason")
     served = data.get("model")
     return Completion(
         text=text,
         input_tokens=input_tokens,
-        output_tokens=as_int(usage.get("output_tokens")),
-        cost_usd=as_cost(usage.get("cost")),
+        output_tokens=usage.tokens("output_tokens"),
+        cost_usd=usage.cost(),
         model=served if isinstance(served, str) and served else model,
         finish_reason=stop if isinstance(stop, str) else None,
+        usage_problem=usage.problem,
     )

@@ -29,7 +29,13 @@ import httpx
 from recursa.errors import ConfigError, LMConnectionError, LMResponseError, LMStatusError
 from recursa.lm.base import Completion, Message
 
-__all__ = ["BaseHTTPClient", "OpenAICompatClient", "WireRequest", "parse_retry_after"]
+__all__ = [
+    "BaseHTTPClient",
+    "OpenAICompatClient",
+    "UsageReader",
+    "WireRequest",
+    "parse_retry_after",
+]
 
 _USER_AGENT = "recursa/0.1"
 DEFAULT_DEADLINE = 600.0
@@ -142,22 +148,51 @@ def _find_message(data: Any) -> str | None:
     return None
 
 
-def as_int(value: Any) -> int:
-    """A token count from a usage field; anything missing or odd counts as 0."""
+MAX_REPORTED_TOKENS = 1 << 40
+"""More tokens than any request could hold: a count above it is not a count."""
+
+
+def _number(value: Any) -> bool:
+    """A finite int or float (a bool is not a count)."""
     if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
+class UsageReader:
+    """Reads the fields of a reply's `usage`, noting the first one a well-behaved server
+    would not send (missing, negative, NaN, 1e308, not a number). An odd field counts as 0
+    here; the ledger decides what that means for a run with a token or cost limit."""
+
+    def __init__(self, usage: Any) -> None:
+        self.usage: dict[str, Any] = usage if isinstance(usage, dict) else {}
+        self.problem: str | None = None if isinstance(usage, dict) else "no usage was reported"
+
+    def _odd(self, text: str) -> None:
+        if self.problem is None:
+            self.problem = text
+
+    def tokens(self, key: str, *, required: bool = True) -> int:
+        """A token count; a missing optional field is 0 without complaint."""
+        if key not in self.usage:
+            if required:
+                self._odd(f"usage.{key} is missing")
+            return 0
+        value = self.usage[key]
+        if _number(value) and 0 <= value <= MAX_REPORTED_TOKENS and value == int(value):
+            return int(value)
+        self._odd(f"usage.{key} is {one_line(repr(value), 40)}")
         return 0
-    if isinstance(value, int):
-        return max(0, value)
-    if isinstance(value, float) and math.isfinite(value):
-        return max(0, int(value))
-    return 0
 
-
-def as_cost(value: Any) -> float | None:
-    """A provider-reported cost in USD (OpenRouter's `usage.cost`), if it is a real number."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    def cost(self, key: str = "cost") -> float | None:
+        """A cost in USD that the provider reports itself (OpenRouter's `usage.cost`)."""
+        value = self.usage.get(key)
+        if value is None:
+            return None
+        if _number(value) and 0 <= value < 1e9:
+            return float(value)
+        self._odd(f"usage.{key} is {one_line(repr(value), 40)}")
         return None
-    return float(value) if math.isfinite(value) and value >= 0 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -551,16 +586,15 @@ def parse_openai_completion(data: Any, model: str) -> Completion:
         )
     else:
         raise LMResponseError(f"the message content is a {type(content).__name__}, not text")
-    usage = data.get("usage")
-    if not isinstance(usage, dict):
-        usage = {}
+    usage = UsageReader(data.get("usage"))
     finish = choice.get("finish_reason")
     served = data.get("model")
     return Completion(
         text=text,
-        input_tokens=as_int(usage.get("prompt_tokens")),
-        output_tokens=as_int(usage.get("completion_tokens")),
-        cost_usd=as_cost(usage.get("cost")),
+        input_tokens=usage.tokens("prompt_tokens"),
+        output_tokens=usage.tokens("completion_tokens"),
+        cost_usd=usage.cost(),
         model=served if isinstance(served, str) and served else model,
         finish_reason=finish if isinstance(finish, str) else None,
+        usage_problem=usage.problem,
     )
