@@ -4,6 +4,7 @@ with the usage so far, and the trace ends with `run_end`."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -11,6 +12,9 @@ import pytest
 
 from e2e_helpers import host_env, one_json_object, repl, run_cli
 from hostile_server import Behaviour, HostileServer, good, openai_answer, raw, trickle
+from recursa.errors import LMConnectionError, LMResponseError
+from recursa.lm import AnthropicClient, OpenAICompatClient
+from recursa.lm.openai_compat import BaseHTTPClient
 
 LOOK = repl("print('looked')")
 TEN_MB = json.dumps(openai_answer("x" * 10_000_000)).encode()
@@ -90,3 +94,18 @@ def test_a_bad_deadline_setting_is_one_usage_line(tmp_path) -> None:
 
     assert run.rc == 2
     assert run.err_lines == ["recursa: error: RECURSA_REQUEST_DEADLINE='soon' is not seconds"]
+
+
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+def test_both_clients_hold_the_deadline_and_the_size_cap_sync_and_async(wire: str) -> None:
+    messages = [{"role": "user", "content": "hi"}]
+    with HostileServer([trickle, raw(TEN_MB)]) as server:
+        if wire == "openai":
+            client: BaseHTTPClient = OpenAICompatClient(server.url, "k", deadline=0.5)
+        else:
+            client = AnthropicClient(server.base, "k", deadline=0.5, max_response_bytes=1 << 20)
+        with pytest.raises(LMConnectionError, match=r"0\.5s deadline"):
+            client.complete_sync(messages, model="m")
+        with pytest.raises(LMResponseError, match="more than"):
+            asyncio.run(client.complete(messages, model="m"))
+        client.close()
