@@ -124,3 +124,12 @@ def test_a_pool_keeps_the_base_url_to_its_own_provider() -> None:
     assert anthropic_client.base_url == "https://api.anthropic.com"
     with pytest.raises(ConfigError, match="base_url_for"):
         ClientPool(base_url="http://127.0.0.1:9/v1")
+
+
+def test_serve_refuses_a_base_url_that_belongs_to_no_model() -> None:
+    run = run_cli(["serve", "--port", "0", "--base-url", "http://127.0.0.1:9/v1"])
+
+    assert run.rc == 2
+    assert run.err_lines == [
+        "recursa: error: --base-url needs --model: it belongs to that model's provider"
+    ]
