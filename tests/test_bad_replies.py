@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from e2e_helpers import host_env, one_json_object, repl, run_cli
-from hostile_server import Behaviour, HostileServer, good, openai_answer, raw, trickle
-from recursa.errors import LMConnectionError, LMResponseError
+from hostile_server import Behaviour, HostileServer, good, openai_answer, raw, send, trickle
+from recursa.errors import LMConnectionError, LMResponseError, LMStatusError
 from recursa.lm import AnthropicClient, OpenAICompatClient
 from recursa.lm.openai_compat import BaseHTTPClient
 
@@ -109,3 +109,18 @@ def test_both_clients_hold_the_deadline_and_the_size_cap_sync_and_async(wire: st
         with pytest.raises(LMResponseError, match="more than"):
             asyncio.run(client.complete(messages, model="m"))
         client.close()
+
+
+def test_a_huge_error_page_still_reads_as_its_status() -> None:
+    page = b"<html><title>overloaded</title>" + b" " * 10_000_000 + b"</html>"
+
+    def overloaded(conn, path: str, body: object) -> None:
+        send(conn, page, 503)
+
+    with HostileServer([overloaded]) as server:
+        client = OpenAICompatClient(server.url, None, max_response_bytes=1 << 20)
+        with pytest.raises(LMStatusError, match=r"HTTP 503.*overloaded") as caught:
+            client.complete_sync([{"role": "user", "content": "hi"}], model="m")
+        client.close()
+
+    assert caught.value.retryable

@@ -70,9 +70,10 @@ def input_token_bound(messages: list[Message]) -> int:
 
 
 def estimate_tokens(messages: list[Message]) -> int:
-    """A tokenizer-free estimate used only to reserve budget: 4 characters a token rounded
-    up per message, 4 tokens of framing per message, and 2% more for tokenizers that split
-    finer (the server's own count is what is settled)."""
+    """A tokenizer-free estimate of a request's size, to tell when a conversation nears the
+    model's window: 4 characters a token rounded up per message, 4 tokens of framing per
+    message, and 2% more for tokenizers that split finer. Budgets reserve the upper bound
+    (`input_token_bound`) instead, since an estimate may undercount."""
     chars = sum(-(-len(m.get("content") or "") // 4) + 4 for m in messages)
     return chars + chars // 50 + 1
 

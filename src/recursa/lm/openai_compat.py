@@ -42,6 +42,8 @@ DEFAULT_DEADLINE = 600.0
 """Seconds one attempt may take in all, however the server paces its bytes."""
 DEFAULT_MAX_RESPONSE_BYTES = 8 << 20
 """The most bytes of one answer that are read (decoded): a longer one is refused."""
+_ERROR_BODY_BYTES = 64 << 10
+"""Of an error answer only this much is read: its message is near the start."""
 _EXCERPT_CHARS = 240
 _WS = re.compile(r"\s+")
 
@@ -326,7 +328,8 @@ class BaseHTTPClient:
                     body = bytearray()
                     self._check_length(req.url, resp)
                     async for chunk in resp.aiter_bytes():
-                        self._take(req.url, body, chunk)
+                        if self._take(req.url, resp, body, chunk):
+                            break
         except TimeoutError:
             raise self._deadline_error(req.url) from None
         except httpx.HTTPError as exc:
@@ -350,7 +353,8 @@ class BaseHTTPClient:
                 body = bytearray()
                 self._check_length(req.url, resp)
                 for chunk in resp.iter_bytes():
-                    self._take(req.url, body, chunk)
+                    if self._take(req.url, resp, body, chunk):
+                        break
                     if time.monotonic() > ends:
                         raise self._deadline_error(req.url)
         except httpx.HTTPError as exc:
@@ -418,15 +422,20 @@ class BaseHTTPClient:
     def _check_length(self, url: str, resp: httpx.Response) -> None:
         """Refuse before reading when the server declares an answer over the cap."""
         declared = resp.headers.get("content-length", "")
-        plain = "content-encoding" not in resp.headers
+        plain = "content-encoding" not in resp.headers and resp.is_success
         if plain and declared.isdigit() and int(declared) > self.max_response_bytes:
             raise self._too_big(url)
 
-    def _take(self, url: str, body: bytearray, chunk: bytes) -> None:
-        """Add a chunk of the answer, or refuse once it passes the cap (nothing more is read)."""
+    def _take(self, url: str, resp: httpx.Response, body: bytearray, chunk: bytes) -> bool:
+        """Add a chunk of the answer; True once enough is read. A success answer past the
+        cap is refused; of an error answer only the start is kept, for its message."""
+        if not resp.is_success:
+            body += chunk[: _ERROR_BODY_BYTES - len(body)]
+            return len(body) >= _ERROR_BODY_BYTES
         if len(body) + len(chunk) > self.max_response_bytes:
             raise self._too_big(url)
         body += chunk
+        return False
 
     def _too_big(self, url: str) -> LMResponseError:
         return LMResponseError(
