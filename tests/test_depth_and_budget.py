@@ -39,7 +39,7 @@ from recursa import prompts
 from recursa.engine import RLM
 from recursa.errors import ConfigError
 from recursa.events import Event, RLMEnded, RunEnded
-from recursa.gateway import estimate_tokens
+from recursa.gateway import input_token_bound
 from recursa.lm.pricing import PriceTable
 from recursa.testing import FakeLMServer, LMRequest, Reply, ScriptedLM, count_tokens
 
@@ -500,7 +500,7 @@ def _one_by_one_model() -> ScriptedLM:
 def test_small_max_tokens_stops_the_run_without_reporting_more_tokens_than_the_cap(
     serve,
 ) -> None:
-    cap = 2_500
+    cap = 5_000  # the root prompt alone reserves its ~3,300 UTF-8 bytes
     server = serve(_one_by_one_model())
 
     run = run_cli([*cli_run(server), "--max-tokens", str(cap), "--json", "--quiet"])
@@ -519,7 +519,7 @@ def test_small_max_tokens_stops_the_run_without_reporting_more_tokens_than_the_c
 
 
 def test_max_tokens_holds_for_a_concurrent_batch_at_depth_2(serve) -> None:
-    cap = 4_000
+    cap = 12_000  # each root prompt reserves its ~3,300 UTF-8 bytes
     fan_out = repl(
         """
         answers = rlm_query_batched(["dig"] * 4, contexts=["w", "x", "y", "z"])
@@ -542,7 +542,7 @@ def test_max_tokens_holds_for_a_concurrent_batch_at_depth_2(serve) -> None:
 
 
 def test_max_cost_with_a_given_price_stops_the_run_within_the_cap(serve) -> None:
-    cap = 2.0  # at $1000 per million tokens, 2,000 tokens
+    cap = 5.0  # at $1000 per million tokens, 5,000 tokens (the root prompt reserves ~3,300)
     server = serve(_one_by_one_model())
 
     run = run_cli(
@@ -618,8 +618,8 @@ def _squeeze_model() -> ScriptedLM:
 
 
 def _before_the_squeeze(serve) -> tuple[int, int, int]:
-    """From a run without limits: (tokens of turns 0 and 1, the estimate of turn 2's input,
-    turn 2's input as the server counts it)."""
+    """From a run without limits: (tokens of turns 0 and 1, the bound reserved for turn 2's
+    input, turn 2's input as the server counts it)."""
     probe = serve(_squeeze_model())
     assert RLM(MODEL, base_url=probe.url).run("q", "ctx").status == "ok"
     first, second, third = probe.requests[:3]
@@ -627,7 +627,7 @@ def _before_the_squeeze(serve) -> tuple[int, int, int]:
         r.input_tokens + count_tokens(t)
         for r, t in zip((first, second), SQUEEZE_REPLIES[:2], strict=True)
     )
-    return spent, estimate_tokens(third.messages), third.input_tokens
+    return spent, input_token_bound(third.messages), third.input_tokens
 
 
 def test_max_tokens_holds_when_a_multi_message_root_turn_is_squeezed(serve) -> None:

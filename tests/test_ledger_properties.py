@@ -355,3 +355,37 @@ def test_a_released_reservation_gives_its_call_tokens_and_cost_back() -> None:
     assert again.tokens == first.tokens
     assert again.cost == pytest.approx(first.cost)
     assert ledger.total.llm_calls == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    cap=st.integers(min_value=200, max_value=5_000),
+    reports=st.lists(
+        st.tuples(
+            st.integers(min_value=1, max_value=400),  # input tokens reserved
+            st.integers(min_value=0, max_value=800),  # input tokens reported
+            st.integers(min_value=0, max_value=10_000),  # output tokens reported
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+)
+def test_a_report_past_its_reservation_is_a_breach_and_nothing_is_sent_after(
+    cap: int, reports: list[tuple[int, int, int]]
+) -> None:
+    """Whatever a server reports: while no breach is recorded the settled total is within
+    max_tokens, and after one every reservation is refused."""
+    ledger = Ledger(limits=Limits(max_tokens=cap))
+    for reserved, reported_in, reported_out in reports:
+        try:
+            reservation = ledger.reserve("openai/a", 0, reserved)
+        except BudgetExceeded:
+            break
+        ledger.settle(reservation, reported_in, reported_out)
+        honest = reported_in <= reserved and reported_out <= (reservation.output_cap or 0)
+        assert (reservation.breach is None) == honest
+        if ledger.breach is None:
+            assert ledger.total.input_tokens + ledger.total.output_tokens <= cap
+        else:
+            with pytest.raises(BudgetExceeded):
+                ledger.reserve("openai/a", 0, 1)

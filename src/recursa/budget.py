@@ -3,8 +3,11 @@
 Every LM request reserves before it is sent and settles after (invariant 1). A reservation
 is checked and recorded under one lock, so of several calls racing for the last unit exactly
 one wins, and a refused reservation never reaches the network. Token and cost limits are
-enforced on estimates at reservation and on the server's figures at settlement; each
-request's output is capped so that the estimate holds.
+hard: each reservation is an upper bound (input bounded by the request's UTF-8 bytes, output
+by the max_tokens the request carries), so a server that keeps to it cannot cross them. A
+server that reports more than was reserved, or usage that cannot be read, has broken that
+bound: the ledger records the breach and refuses every later request, and the run ends
+with `budget_exhausted`.
 """
 
 from __future__ import annotations
@@ -74,7 +77,11 @@ class Reservation:
     cost: float
     output_cap: int | None
     """The max_tokens to send, when a token or cost limit makes one necessary."""
+    input_bound: int = 0
+    """The most input tokens the request can hold (what was reserved for its input)."""
     open: bool = True
+    breach: str | None = None
+    """Set at settlement when the server reported more than this reservation allows."""
 
 
 @dataclass(slots=True)
@@ -89,6 +96,9 @@ class Ledger:
     by_depth: dict[str, Tally] = field(default_factory=dict)
     by_tool: dict[str, Tally] = field(default_factory=dict)
     refused: int = 0
+    breach: str | None = None
+    """The first report that broke a reservation: once set, no request is sent again."""
+    breach_limit: str = "max_tokens"
     _calls_in_flight: int = 0
     _tokens_in_flight: int = 0
     _cost_in_flight: float = 0.0
@@ -99,6 +109,8 @@ class Ledger:
         """Claim one request of `input_tokens` (estimated); raise BudgetExceeded if it won't fit."""
         limits = self.limits
         with self._lock:
+            if self.breach is not None:
+                self._refuse(self.breach_limit, f"{self.breach}: no request was sent")
             calls = limits.max_llm_calls
             if calls is not None and self.total.llm_calls + self._calls_in_flight >= calls:
                 self._refuse("max_llm_calls", f"max_llm_calls={calls} reached: no request was sent")
@@ -124,7 +136,7 @@ class Ledger:
             if limits.max_cost is not None:
                 cost, output_cap = self._fit_cost(model, input_tokens, output)
             reservation = Reservation(
-                next(self._ids), model, depth, input_tokens + output, cost, output_cap
+                next(self._ids), model, depth, input_tokens + output, cost, output_cap, input_tokens
             )
             self._calls_in_flight += 1
             self._tokens_in_flight += reservation.tokens
@@ -169,13 +181,27 @@ class Ledger:
         input_tokens: int,
         output_tokens: int,
         reported_cost: float | None = None,
+        usage_problem: str | None = None,
     ) -> float:
-        """Record a request that was sent, with the usage the server reported; returns its cost."""
+        """Record a request that was sent, with the usage the server reported; returns its cost.
+
+        Under a token or cost limit, a report beyond the reservation (or one that cannot be
+        read) is a breach: the request is charged at least what was reserved, and
+        `reservation.breach` says why."""
         cost = reported_cost
         if cost is None and self.pricer is not None:
             cost = self.pricer.cost(reservation.model, input_tokens, output_tokens)
         cost = cost or 0.0
+        why = self._overrun(reservation, input_tokens, output_tokens, cost, usage_problem)
+        if why is not None:
+            input_tokens = max(input_tokens, reservation.input_bound)
+            output_tokens = max(output_tokens, reservation.output_cap or 0)
+            cost = max(cost, reservation.cost)
         with self._lock:
+            if why is not None:
+                reservation.breach = why
+                if self.breach is None:
+                    self.breach, self.breach_limit = why, self._breached_limit(why)
             self._close(reservation)
             for tally in (
                 self.total,
@@ -184,6 +210,43 @@ class Ledger:
             ):
                 tally.add(1, input_tokens, output_tokens, cost)
         return cost
+
+    def _overrun(
+        self,
+        reservation: Reservation,
+        input_tokens: int,
+        output_tokens: int,
+        cost: float,
+        usage_problem: str | None,
+    ) -> str | None:
+        """Why this report breaks the reservation's bound, when a limit depends on it."""
+        limits = self.limits
+        if limits.max_tokens is None and limits.max_cost is None:
+            return None
+        if usage_problem is not None:
+            return f"the server's usage cannot be trusted ({usage_problem})"
+        if input_tokens > reservation.input_bound:
+            return (
+                f"the server reported {input_tokens:,} input tokens for a request that holds "
+                f"at most {reservation.input_bound:,}"
+            )
+        cap = reservation.output_cap
+        if cap is not None and output_tokens > cap:
+            return (
+                f"the server reported {output_tokens:,} output tokens for a request capped at "
+                f"{cap:,} (it ignored max_tokens)"
+            )
+        if limits.max_cost is not None and cost > reservation.cost * (1 + 1e-9) + 1e-12:
+            return (
+                f"the server reported a cost of ${cost:.6g} for a request reserved at "
+                f"${reservation.cost:.6g}"
+            )
+        return None
+
+    def _breached_limit(self, why: str) -> str:
+        if "cost" in why or self.limits.max_tokens is None:
+            return "max_cost"
+        return "max_tokens"
 
     def charge_tool(self, name: str, cost: float) -> None:
         """Charge one host tool call to max_cost (not an LM call: llm_calls is unchanged)."""

@@ -212,6 +212,7 @@ def _make_rlm(opts: dict[str, Any], env: dict[str, str] | None = None) -> RLM:
         context_window=opts.get("context_window"),
         sub_model=opts.get("sub_model"),
         base_url=opts.get("base_url"),
+        base_url_for=opts.get("base_url_for"),
         max_depth=opts["max_depth"],
         max_iterations=opts["max_iterations"],
         max_llm_calls=opts.get("max_llm_calls"),
@@ -333,9 +334,8 @@ def _run_interruptible(
 @click.option("--base-url", help="Fork: base URL of the live model's server.")
 @option(
     "sandbox",
-    default=None,
-    help="Where the recorded code runs (default: auto, refused unless it isolates; name "
-    "subprocess or local to run a trace you trust without isolation).",
+    help="Where the recorded code runs (auto never picks a backend that does not isolate: "
+    "name subprocess or local to run a trace you trust without isolation).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--quiet", is_flag=True, help="No progress on standard error.")
@@ -345,7 +345,7 @@ def replay(
     from_turn: int | None,
     model: str | None,
     base_url: str | None,
-    sandbox: str | None,
+    sandbox: str,
     as_json: bool,
     quiet: bool,
 ) -> int:
@@ -357,7 +357,7 @@ def replay(
     if (from_turn is None) != (model is None):
         raise click.UsageError("--from-turn and --model go together")
     recording = Recording.from_source(resolve_trace(trace))
-    live = ClientPool(base_url=base_url).get(model)[0] if model else None
+    live = ClientPool(base_url=base_url, base_url_for=model).get(model)[0] if model else None
     progress = None if quiet else Progress()
     outcome = run_replay(
         recording,

@@ -72,7 +72,10 @@ _OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     ),
     "base_url": (
         ("--base-url",),
-        {"metavar": "URL", "help": "Base URL of an OpenAI-compatible server."},
+        {
+            "metavar": "URL",
+            "help": "Base URL of --model's provider (a model of another provider uses its own).",
+        },
     ),
     "max_depth": (
         ("--max-depth",),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import math
 import os
 import secrets
 import threading
@@ -39,6 +40,7 @@ from .events import (
 from .gateway import ClientPool, Gateway, estimate_tokens
 from .guards import GuardSettings
 from .lm.base import LMClient
+from .lm.openai_compat import DEFAULT_DEADLINE, DEFAULT_MAX_RESPONSE_BYTES
 from .lm.pricing import PriceTable
 from .lm.retry import RetryPolicy
 from .lm.windows import DEFAULT_WINDOW, context_window
@@ -106,6 +108,7 @@ class RLM:
         *,
         sub_model: str | None = None,
         base_url: str | None = None,
+        base_url_for: str | None = None,
         client: LMClient | None = None,
         signature: str | type[BaseModel] | Signature | None = None,
         tools: ToolsArg = None,
@@ -128,6 +131,8 @@ class RLM:
         retry: RetryPolicy | None = None,
         on_event: Listener | None = None,
         request_timeout: float = 300.0,
+        request_deadline: float | None = None,
+        max_response_bytes: int | None = None,
         env: dict[str, str] | None = None,
         record_full_prompts: bool = False,
         guards: GuardSettings | bool | None = True,
@@ -177,7 +182,13 @@ class RLM:
         self.listeners: list[Listener] = [on_event] if on_event else []
         self.client = client
         self.base_url = base_url
+        self.base_url_for = base_url_for or model
+        """The model whose provider `base_url` belongs to (default: the root model); a
+        model of another provider never goes there, nor does its key."""
         self.request_timeout = request_timeout
+        self.request_deadline, self.max_response_bytes = _reply_limits(
+            environ, request_deadline, max_response_bytes
+        )
         self.env = env
         self.record_full_prompts = record_full_prompts
         if guards is True:
@@ -197,7 +208,12 @@ class RLM:
         self._check_config()
 
     def _check_config(self) -> None:
-        pool = ClientPool(base_url=self.base_url, client=self.client, env=self.env)
+        pool = ClientPool(
+            base_url=self.base_url,
+            base_url_for=self.base_url_for,
+            client=self.client,
+            env=self.env,
+        )
         for model in filter(None, (self.model, self.sub_model)):
             pool.check(model)
             if self.limits.max_cost is not None and self.prices.lookup(model) is None:
@@ -330,10 +346,13 @@ class _Run:
         self.ledger = Ledger(limits=rlm.limits, pricer=rlm.prices)
         self.pool = ClientPool(
             base_url=rlm.base_url,
+            base_url_for=rlm.base_url_for,
             client=rlm.client,
             env=rlm.env,
             timeout=rlm.request_timeout,
             max_connections=max(rlm.concurrency, 8),
+            deadline=rlm.request_deadline,
+            max_response_bytes=rlm.max_response_bytes,
         )
         self.gateway = Gateway(
             self.ledger,
@@ -413,6 +432,12 @@ class _Run:
     def finish(
         self, outcome: Outcome, strategy: str = "rlm", *, cancelled: bool = False
     ) -> RunResult:
+        breach = self.ledger.breach
+        if breach is not None and outcome.status not in ("error", "budget_exhausted"):
+            # Model code may have caught the BudgetExceeded of a sub-query and gone on to
+            # FINAL: a run whose limit no longer holds is never reported `ok`.
+            why = f"{breach}: the run stopped, as {self.ledger.breach_limit} can no longer hold"
+            outcome = dataclasses.replace(outcome, status="budget_exhausted", error=why)
         usage = self.ledger.usage()
         self.emitter.emit(
             RunEnded(
@@ -557,6 +582,31 @@ def _load_contexts(rlm: RLM, context: Any, contexts: list[Any] | None) -> list[C
 def _positive_int(name: str, value: Any) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigError(f"{name} must be a whole number of at least 1, not {value!r}")
+
+
+def _reply_limits(
+    environ: Mapping[str, str], deadline: float | None, max_bytes: int | None
+) -> tuple[float, int]:
+    """Each LM attempt's overall deadline (s) and answer size cap (bytes): the arguments,
+    else RECURSA_REQUEST_DEADLINE / RECURSA_MAX_RESPONSE_BYTES, else the defaults."""
+    if deadline is None:
+        raw = environ.get("RECURSA_REQUEST_DEADLINE", "").strip()
+        try:
+            deadline = float(raw) if raw else DEFAULT_DEADLINE
+        except ValueError:
+            raise ConfigError(f"RECURSA_REQUEST_DEADLINE={raw!r} is not seconds") from None
+    if max_bytes is None:
+        raw = environ.get("RECURSA_MAX_RESPONSE_BYTES", "").strip()
+        if raw and not raw.isdigit():
+            raise ConfigError(f"RECURSA_MAX_RESPONSE_BYTES={raw!r} is not a number of bytes")
+        max_bytes = int(raw) if raw else DEFAULT_MAX_RESPONSE_BYTES
+    if not (isinstance(deadline, int | float) and math.isfinite(deadline) and deadline > 0):
+        raise ConfigError(
+            f"request_deadline must be a positive number of seconds, not {deadline!r}"
+        )
+    if type(max_bytes) is not int or max_bytes < 1:
+        raise ConfigError(f"max_response_bytes must be a positive number, not {max_bytes!r}")
+    return float(deadline), max_bytes
 
 
 def _positive_number(name: str, value: Any) -> None:

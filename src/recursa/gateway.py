@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from .budget import Ledger
-from .errors import BudgetExceeded, LMConnectionError, LMError, LMStatusError
+from .errors import BudgetExceeded, ConfigError, LMConnectionError, LMError, LMStatusError
 from .events import BudgetRefused, Emitter, LMCallEnded, LMCallStarted
 from .lm.base import Completion, LMClient, Message
 from .lm.models import Endpoint, ModelSpec, make_client, parse_model, resolve_endpoint
+from .lm.openai_compat import DEFAULT_DEADLINE, DEFAULT_MAX_RESPONSE_BYTES
 from .lm.retry import RetryPolicy
 
 PROMPT_EXCERPT = 1000
@@ -50,31 +51,63 @@ def messages_sha256(messages: list[Message]) -> str:
     return digest.hexdigest()
 
 
+MESSAGE_FRAMING = 8
+"""Tokens a chat template may add around one message (role markers, separators)."""
+REQUEST_FRAMING = 64
+"""Tokens a server may add to a whole request (a template's preamble, the reply's start)."""
+
+
+def input_token_bound(messages: list[Message]) -> int:
+    """An upper bound on a request's input tokens without a tokenizer: a token covers at
+    least one UTF-8 byte (byte-level and byte-fallback tokenizers alike), plus framing."""
+    size = sum(
+        len((m.get("content") or "").encode("utf-8", "surrogatepass"))
+        + len(str(m.get("role") or "").encode("utf-8", "surrogatepass"))
+        + MESSAGE_FRAMING
+        for m in messages
+    )
+    return size + REQUEST_FRAMING
+
+
 def estimate_tokens(messages: list[Message]) -> int:
-    """A tokenizer-free estimate used only to reserve budget: 4 characters a token rounded
-    up per message, 4 tokens of framing per message, and 2% more for tokenizers that split
-    finer (the server's own count is what is settled)."""
+    """A tokenizer-free estimate of a request's size, to tell when a conversation nears the
+    model's window: 4 characters a token rounded up per message, 4 tokens of framing per
+    message, and 2% more for tokenizers that split finer. Budgets reserve the upper bound
+    (`input_token_bound`) instead, since an estimate may undercount."""
     chars = sum(-(-len(m.get("content") or "") // 4) + 4 for m in messages)
     return chars + chars // 50 + 1
 
 
 class ClientPool:
-    """Maps `PROVIDER/MODEL` names to a shared client per endpoint, made on first use."""
+    """Maps `PROVIDER/MODEL` names to a shared client per endpoint, made on first use.
+
+    `base_url` belongs to the provider of `base_url_for` (a `PROVIDER/MODEL` name) alone:
+    a model of any other provider goes to its own server with its own key, so a key never
+    reaches a server that was given for another provider.
+    """
 
     def __init__(
         self,
         *,
         base_url: str | None = None,
+        base_url_for: str | None = None,
         client: LMClient | None = None,
         env: Mapping[str, str] | None = None,
         timeout: float = 120.0,
         max_connections: int = 64,
+        deadline: float = DEFAULT_DEADLINE,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
-        self.base_url = base_url
+        self.base_url = (base_url or "").strip() or None
+        if self.base_url is not None and client is None and not base_url_for:
+            raise ConfigError("a base URL needs the model it is given for (base_url_for)")
+        self.base_url_provider = parse_model(base_url_for).provider if base_url_for else None
         self.fixed = client
         self.env = env
         self.timeout = timeout
         self.max_connections = max_connections
+        self.deadline = deadline
+        self.max_response_bytes = max_response_bytes
         self._clients: dict[tuple[str, str], LMClient] = {}
 
     def check(self, model: str) -> None:
@@ -86,9 +119,10 @@ class ClientPool:
 
     def _endpoint(self, model: str) -> tuple[ModelSpec, Endpoint]:
         spec = parse_model(model)
+        url = self.base_url if spec.provider == self.base_url_provider else None
         if self.env is None:
-            return spec, resolve_endpoint(spec, self.base_url)
-        return spec, resolve_endpoint(spec, self.base_url, self.env)
+            return spec, resolve_endpoint(spec, url)
+        return spec, resolve_endpoint(spec, url, self.env)
 
     def get(self, model: str) -> tuple[LMClient, str]:
         """The client for `model` and the model's name as that server knows it."""
@@ -99,7 +133,11 @@ class ClientPool:
         client = self._clients.get(key)
         if client is None:
             client = make_client(
-                endpoint, timeout=self.timeout, max_connections=self.max_connections
+                endpoint,
+                timeout=self.timeout,
+                max_connections=self.max_connections,
+                deadline=self.deadline,
+                max_response_bytes=self.max_response_bytes,
             )
             self._clients[key] = client
         return client, spec.name
@@ -144,7 +182,7 @@ class Gateway:
     ) -> Completion:
         """Send one logical request, retrying as the policy allows; every attempt is charged."""
         client, wire_model = self.pool.get(model)
-        estimate = estimate_tokens(messages)
+        bound = input_token_bound(messages)
         digest = messages_sha256(messages)
         shown = prompt_for_trace
         if shown is not None and not self.full_prompts and len(shown) > PROMPT_EXCERPT:
@@ -153,7 +191,7 @@ class Gateway:
         while True:
             attempt += 1
             try:
-                reservation = self.ledger.reserve(model, depth, estimate)
+                reservation = self.ledger.reserve(model, depth, bound)
             except BudgetExceeded as exc:
                 if exc.transient:
                     # It fits once requests in flight settle: wait for one, then try again.
@@ -209,7 +247,11 @@ class Gateway:
                 self._notify()
                 raise
             cost = self.ledger.settle(
-                reservation, completion.input_tokens, completion.output_tokens, completion.cost_usd
+                reservation,
+                completion.input_tokens,
+                completion.output_tokens,
+                completion.cost_usd,
+                completion.usage_problem,
             )
             self._notify()
             self._ended(
@@ -220,6 +262,20 @@ class Gateway:
                 output_tokens=completion.output_tokens,
                 cost_usd=cost,
             )
+            if reservation.breach is not None:
+                limit = self.ledger.breach_limit
+                message = f"{reservation.breach}: the run stops, as {limit} can no longer hold"
+                self.emitter.emit(
+                    BudgetRefused(
+                        rlm=rlm,
+                        depth=depth,
+                        limit=limit,
+                        model=model,
+                        purpose=purpose,
+                        message=message,
+                    )
+                )
+                raise BudgetExceeded(limit, message)
             return completion
 
     def _notify(self) -> None:

@@ -119,6 +119,7 @@ class RecursaModel(llm.Model):
             listeners.append(Progress())
         try:
             settings = ServeSettings(
+                default_model=self.target,
                 sub_model=options.sub_model,
                 base_url=options.base_url,
                 limits={},

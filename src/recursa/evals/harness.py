@@ -304,7 +304,7 @@ class _Models:
 
     def _real(self, config: EvalConfig) -> None:
         assert config.model
-        self.pool = ClientPool(base_url=config.base_url)
+        self.pool = ClientPool(base_url=config.base_url, base_url_for=config.model)
         routes: dict[str, LMClient] = {}
         endpoints = []
         for model in filter(None, (config.model, config.sub_model)):
@@ -314,7 +314,9 @@ class _Models:
                     f"two models called {name!r} on different servers: use one of them"
                 )
             routes[name] = client
-            endpoints.append(f"{model}@{config.base_url or parse_model(model).provider}")
+            provider = parse_model(model).provider
+            own = config.base_url if provider == self.pool.base_url_provider else None
+            endpoints.append(f"{model}@{own or provider}")
         self.router = RoutingClient(routes)
         self.namespace = "model:" + ",".join(endpoints)
 

@@ -11,7 +11,13 @@ from typing import Any, ClassVar
 
 from recursa.errors import LMResponseError
 from recursa.lm.base import Completion, Message
-from recursa.lm.openai_compat import BaseHTTPClient, WireRequest, as_cost, as_int
+from recursa.lm.openai_compat import (
+    DEFAULT_DEADLINE,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    BaseHTTPClient,
+    UsageReader,
+    WireRequest,
+)
 
 __all__ = ["ANTHROPIC_VERSION", "DEFAULT_MAX_TOKENS", "AnthropicClient", "to_anthropic_messages"]
 
@@ -68,11 +74,19 @@ class AnthropicClient(BaseHTTPClient):
         headers: dict[str, str] | None = None,
         max_connections: int = 64,
         default_max_tokens: int = DEFAULT_MAX_TOKENS,
+        deadline: float = DEFAULT_DEADLINE,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         merged = {"anthropic-version": ANTHROPIC_VERSION}
         merged.update(headers or {})
         super().__init__(
-            base_url, api_key, timeout=timeout, headers=merged, max_connections=max_connections
+            base_url,
+            api_key,
+            timeout=timeout,
+            headers=merged,
+            max_connections=max_connections,
+            deadline=deadline,
+            max_response_bytes=max_response_bytes,
         )
         self.default_max_tokens = default_max_tokens
         root = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
@@ -126,21 +140,20 @@ def parse_anthropic_message(data: Any, model: str) -> Completion:
         and block.get("type") == "text"
         and isinstance(block.get("text"), str)
     )
-    usage = data.get("usage")
-    if not isinstance(usage, dict):
-        usage = {}
+    usage = UsageReader(data.get("usage"))
     input_tokens = (
-        as_int(usage.get("input_tokens"))
-        + as_int(usage.get("cache_creation_input_tokens"))
-        + as_int(usage.get("cache_read_input_tokens"))
+        usage.tokens("input_tokens")
+        + usage.tokens("cache_creation_input_tokens", required=False)
+        + usage.tokens("cache_read_input_tokens", required=False)
     )
     stop = data.get("stop_reason")
     served = data.get("model")
     return Completion(
         text=text,
         input_tokens=input_tokens,
-        output_tokens=as_int(usage.get("output_tokens")),
-        cost_usd=as_cost(usage.get("cost")),
+        output_tokens=usage.tokens("output_tokens"),
+        cost_usd=usage.cost(),
         model=served if isinstance(served, str) and served else model,
         finish_reason=stop if isinstance(stop, str) else None,
+        usage_problem=usage.problem,
     )

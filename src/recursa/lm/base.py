@@ -20,6 +20,8 @@ class Completion:
     """Cost reported by the provider itself (OpenRouter does), else None."""
     model: str = ""
     finish_reason: str | None = None
+    usage_problem: str | None = None
+    """Why the reported usage cannot be trusted (a field missing, negative, NaN...), if so."""
 
 
 @runtime_checkable

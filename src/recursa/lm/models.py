@@ -9,14 +9,19 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 
 from recursa.errors import ConfigError
 from recursa.lm.anthropic import AnthropicClient
 from recursa.lm.base import LMClient
-from recursa.lm.openai_compat import OpenAICompatClient, normalize_base_url
+from recursa.lm.openai_compat import (
+    DEFAULT_DEADLINE,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    OpenAICompatClient,
+    normalize_base_url,
+)
 
 __all__ = [
     "LOCAL_PROVIDERS",
@@ -169,21 +174,22 @@ def resolve_endpoint(
 
 
 def make_client(
-    endpoint: Endpoint, *, timeout: float = 120.0, max_connections: int = 64
+    endpoint: Endpoint,
+    *,
+    timeout: float = 120.0,
+    max_connections: int = 64,
+    deadline: float = DEFAULT_DEADLINE,
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
 ) -> LMClient:
     """Build the client that speaks the endpoint's wire format."""
+    options: dict[str, Any] = {
+        "timeout": timeout,
+        "max_connections": max_connections,
+        "deadline": deadline,
+        "max_response_bytes": max_response_bytes,
+    }
     if endpoint.wire == "anthropic":
-        return AnthropicClient(
-            endpoint.base_url,
-            endpoint.api_key,
-            timeout=timeout,
-            max_connections=max_connections,
-        )
+        return AnthropicClient(endpoint.base_url, endpoint.api_key, **options)
     if endpoint.wire == "openai":
-        return OpenAICompatClient(
-            endpoint.base_url,
-            endpoint.api_key,
-            timeout=timeout,
-            max_connections=max_connections,
-        )
+        return OpenAICompatClient(endpoint.base_url, endpoint.api_key, **options)
     raise ConfigError(f"unknown wire format {endpoint.wire!r}")

@@ -29,9 +29,21 @@ import httpx
 from recursa.errors import ConfigError, LMConnectionError, LMResponseError, LMStatusError
 from recursa.lm.base import Completion, Message
 
-__all__ = ["BaseHTTPClient", "OpenAICompatClient", "WireRequest", "parse_retry_after"]
+__all__ = [
+    "BaseHTTPClient",
+    "OpenAICompatClient",
+    "UsageReader",
+    "WireRequest",
+    "parse_retry_after",
+]
 
 _USER_AGENT = "recursa/0.1"
+DEFAULT_DEADLINE = 600.0
+"""Seconds one attempt may take in all, however the server paces its bytes."""
+DEFAULT_MAX_RESPONSE_BYTES = 8 << 20
+"""The most bytes of one answer that are read (decoded): a longer one is refused."""
+_ERROR_BODY_BYTES = 64 << 10
+"""Of an error answer only this much is read: its message is near the start."""
 _EXCERPT_CHARS = 240
 _WS = re.compile(r"\s+")
 
@@ -104,7 +116,7 @@ def _error_excerpt(body: bytes, content_type: str) -> str:
     if "json" in content_type or text.lstrip().startswith(("{", "[")):
         try:
             data = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             data = None
         message = _find_message(data)
         if message:
@@ -138,22 +150,51 @@ def _find_message(data: Any) -> str | None:
     return None
 
 
-def as_int(value: Any) -> int:
-    """A token count from a usage field; anything missing or odd counts as 0."""
+MAX_REPORTED_TOKENS = 1 << 40
+"""More tokens than any request could hold: a count above it is not a count."""
+
+
+def _number(value: Any) -> bool:
+    """A finite int or float (a bool is not a count)."""
     if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
+class UsageReader:
+    """Reads the fields of a reply's `usage`, noting the first one a well-behaved server
+    would not send (missing, negative, NaN, 1e308, not a number). An odd field counts as 0
+    here; the ledger decides what that means for a run with a token or cost limit."""
+
+    def __init__(self, usage: Any) -> None:
+        self.usage: dict[str, Any] = usage if isinstance(usage, dict) else {}
+        self.problem: str | None = None if isinstance(usage, dict) else "no usage was reported"
+
+    def _odd(self, text: str) -> None:
+        if self.problem is None:
+            self.problem = text
+
+    def tokens(self, key: str, *, required: bool = True) -> int:
+        """A token count; a missing optional field is 0 without complaint."""
+        if key not in self.usage:
+            if required:
+                self._odd(f"usage.{key} is missing")
+            return 0
+        value = self.usage[key]
+        if _number(value) and 0 <= value <= MAX_REPORTED_TOKENS and value == int(value):
+            return int(value)
+        self._odd(f"usage.{key} is {one_line(repr(value), 40)}")
         return 0
-    if isinstance(value, int):
-        return max(0, value)
-    if isinstance(value, float) and math.isfinite(value):
-        return max(0, int(value))
-    return 0
 
-
-def as_cost(value: Any) -> float | None:
-    """A provider-reported cost in USD (OpenRouter's `usage.cost`), if it is a real number."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    def cost(self, key: str = "cost") -> float | None:
+        """A cost in USD that the provider reports itself (OpenRouter's `usage.cost`)."""
+        value = self.usage.get(key)
+        if value is None:
+            return None
+        if _number(value) and 0 <= value < 1e9:
+            return float(value)
+        self._odd(f"usage.{key} is {one_line(repr(value), 40)}")
         return None
-    return float(value) if math.isfinite(value) and value >= 0 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,13 +231,23 @@ class BaseHTTPClient:
         timeout: float = 120.0,
         headers: dict[str, str] | None = None,
         max_connections: int = 64,
+        deadline: float = DEFAULT_DEADLINE,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         if timeout <= 0:
             raise ConfigError(f"timeout must be positive, got {timeout}")
+        if not deadline > 0 or not math.isfinite(deadline):
+            raise ConfigError(f"deadline must be a positive number of seconds, got {deadline}")
+        if max_response_bytes < 1:
+            raise ConfigError(f"max_response_bytes must be at least 1, got {max_response_bytes}")
         if max_connections < 1:
             raise ConfigError(f"max_connections must be at least 1, got {max_connections}")
         self.base_url = normalize_base_url(base_url)
         self.timeout = float(timeout)
+        self.deadline = float(deadline)
+        """The whole attempt (connect, send, every byte of the answer) ends by then: a
+        server trickling bytes resets httpx's per-read timeout forever, not this one."""
+        self.max_response_bytes = max_response_bytes
         self.max_connections = max_connections
         self._secret = api_key or None
         merged = {"user-agent": _USER_AGENT, "accept": "application/json"}
@@ -272,10 +323,18 @@ class BaseHTTPClient:
         """Send ONE request and return the completion, or raise an LMError subclass."""
         req = self._build(messages, model, max_tokens, temperature)
         try:
-            resp = await self._get_async().post(req.url, json=req.body)
+            async with asyncio.timeout(self.deadline):
+                async with self._get_async().stream("POST", req.url, json=req.body) as resp:
+                    body = bytearray()
+                    self._check_length(req.url, resp)
+                    async for chunk in resp.aiter_bytes():
+                        if self._take(req.url, resp, body, chunk):
+                            break
+        except TimeoutError:
+            raise self._deadline_error(req.url) from None
         except httpx.HTTPError as exc:
             raise self._transport_error(req.url, exc) from exc
-        return self._handle(req.url, resp, model)
+        return self._handle(req.url, resp, bytes(body), model)
 
     def complete_sync(
         self,
@@ -285,13 +344,22 @@ class BaseHTTPClient:
         max_tokens: int | None = None,
         temperature: float | None = None,
     ) -> Completion:
-        """Blocking twin of `complete`: same request, same parsing, same errors."""
+        """Blocking twin of `complete`: same request, same parsing, same errors. The
+        deadline is checked between reads, each of which httpx bounds by `timeout`."""
         req = self._build(messages, model, max_tokens, temperature)
+        ends = time.monotonic() + self.deadline
         try:
-            resp = self._get_sync().post(req.url, json=req.body)
+            with self._get_sync().stream("POST", req.url, json=req.body) as resp:
+                body = bytearray()
+                self._check_length(req.url, resp)
+                for chunk in resp.iter_bytes():
+                    if self._take(req.url, resp, body, chunk):
+                        break
+                    if time.monotonic() > ends:
+                        raise self._deadline_error(req.url)
         except httpx.HTTPError as exc:
             raise self._transport_error(req.url, exc) from exc
-        return self._handle(req.url, resp, model)
+        return self._handle(req.url, resp, bytes(body), model)
 
     async def aclose(self) -> None:
         """Release both connection pools."""
@@ -351,17 +419,48 @@ class BaseHTTPClient:
             why = f"{type(exc).__name__}: {detail}"
         return LMConnectionError(self._scrub(one_line(f"could not reach {where}: {why}", 400)))
 
-    def _handle(self, url: str, resp: httpx.Response, model: str) -> Completion:
+    def _check_length(self, url: str, resp: httpx.Response) -> None:
+        """Refuse before reading when the server declares an answer over the cap."""
+        declared = resp.headers.get("content-length", "")
+        plain = "content-encoding" not in resp.headers and resp.is_success
+        if plain and declared.isdigit() and int(declared) > self.max_response_bytes:
+            raise self._too_big(url)
+
+    def _take(self, url: str, resp: httpx.Response, body: bytearray, chunk: bytes) -> bool:
+        """Add a chunk of the answer; True once enough is read. A success answer past the
+        cap is refused; of an error answer only the start is kept, for its message."""
+        if not resp.is_success:
+            body += chunk[: _ERROR_BODY_BYTES - len(body)]
+            return len(body) >= _ERROR_BODY_BYTES
+        if len(body) + len(chunk) > self.max_response_bytes:
+            raise self._too_big(url)
+        body += chunk
+        return False
+
+    def _too_big(self, url: str) -> LMResponseError:
+        return LMResponseError(
+            f"{_public_url(url)} answered more than {self.max_response_bytes:,} bytes: "
+            "the answer was refused"
+        )
+
+    def _deadline_error(self, url: str) -> LMConnectionError:
+        return LMConnectionError(
+            f"could not reach {_public_url(url)}: no complete answer within the "
+            f"{self.deadline:g}s deadline of one request"
+        )
+
+    def _handle(self, url: str, resp: httpx.Response, body: bytes, model: str) -> Completion:
         if not 200 <= resp.status_code < 300:
-            raise self._status_error(url, resp)
+            raise self._status_error(url, resp, body)
         try:
-            data = json.loads(resp.content)
-        except (ValueError, UnicodeDecodeError):
-            excerpt = one_line(resp.content[:200].decode("utf-8", errors="replace"), 120)
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            why = "is nested too deeply" if isinstance(exc, RecursionError) else "is not JSON"
+            excerpt = one_line(body[:200].decode("utf-8", errors="replace"), 120)
             raise LMResponseError(
                 self._scrub(
                     f"{_public_url(url)} answered HTTP {resp.status_code} with a body "
-                    f"that is not JSON: {excerpt!r}"
+                    f"that {why}: {excerpt!r}"
                 )
             ) from None
         try:
@@ -371,8 +470,14 @@ class BaseHTTPClient:
             raise LMStatusError(exc.status, message, retry_after=exc.retry_after) from None
         except LMResponseError as exc:
             raise LMResponseError(self._scrub(f"{_public_url(url)}: {exc}")) from None
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError, RecursionError) as exc:
+            # A field of the wrong type deep inside an otherwise valid answer.
+            why = one_line(f"{type(exc).__name__}: {exc}", 160)
+            raise LMResponseError(
+                self._scrub(f"{_public_url(url)}: the answer could not be read ({why})")
+            ) from None
 
-    def _status_error(self, url: str, resp: httpx.Response) -> LMStatusError:
+    def _status_error(self, url: str, resp: httpx.Response, body: bytes) -> LMStatusError:
         status = resp.status_code
         headers = resp.headers
         retry_after = None
@@ -390,7 +495,7 @@ class BaseHTTPClient:
             where = headers.get("location", "?")
             excerpt = f"redirected to {where}: check the base URL"
         else:
-            excerpt = _error_excerpt(resp.content, headers.get("content-type", "")) or "(no body)"
+            excerpt = _error_excerpt(body, headers.get("content-type", "")) or "(no body)"
         message = f"HTTP {status} from {_public_url(url)}: {one_line(excerpt)}"
         if retry_after is not None:
             message += f" (retry after {retry_after:g}s)"
@@ -416,9 +521,17 @@ class OpenAICompatClient(BaseHTTPClient):
         headers: dict[str, str] | None = None,
         max_connections: int = 64,
         max_tokens_field: str | None = None,
+        deadline: float = DEFAULT_DEADLINE,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         super().__init__(
-            base_url, api_key, timeout=timeout, headers=headers, max_connections=max_connections
+            base_url,
+            api_key,
+            timeout=timeout,
+            headers=headers,
+            max_connections=max_connections,
+            deadline=deadline,
+            max_response_bytes=max_response_bytes,
         )
         if max_tokens_field is None:
             official = httpx.URL(self.base_url).host == "api.openai.com"
@@ -482,16 +595,15 @@ def parse_openai_completion(data: Any, model: str) -> Completion:
         )
     else:
         raise LMResponseError(f"the message content is a {type(content).__name__}, not text")
-    usage = data.get("usage")
-    if not isinstance(usage, dict):
-        usage = {}
+    usage = UsageReader(data.get("usage"))
     finish = choice.get("finish_reason")
     served = data.get("model")
     return Completion(
         text=text,
-        input_tokens=as_int(usage.get("prompt_tokens")),
-        output_tokens=as_int(usage.get("completion_tokens")),
-        cost_usd=as_cost(usage.get("cost")),
+        input_tokens=usage.tokens("prompt_tokens"),
+        output_tokens=usage.tokens("completion_tokens"),
+        cost_usd=usage.cost(),
         model=served if isinstance(served, str) and served else model,
         finish_reason=finish if isinstance(finish, str) else None,
+        usage_problem=usage.problem,
     )

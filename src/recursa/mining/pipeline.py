@@ -108,6 +108,7 @@ class SubModels:
         self.prices = prices or PriceTable.default()
         self.pool = ClientPool(
             base_url=base_url,
+            base_url_for=sub_model,
             client=client,
             env=env,
             timeout=request_timeout,

@@ -291,6 +291,8 @@ async def _read_json(request: Request) -> Any:
         return json.loads(raw)
     except ValueError:
         raise RequestError("the request body is not valid JSON") from None
+    except RecursionError:
+        raise RequestError("the request body is nested too deeply") from None
 
 
 def _int_param(request: Request, name: str, default: int) -> int:

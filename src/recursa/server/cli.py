@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from ..cli_options import LIMITS, option, stack
 from ..errors import ConfigError, RecursaError
@@ -76,6 +77,17 @@ def _settings(opts: dict[str, Any], models: list[str], *, any_path: bool = False
     return settings
 
 
+def _warn_sandbox(settings: Any, log: Callable[[str], None]) -> None:
+    """Say at start what the chosen sandbox cannot hold back from model code."""
+    if settings.sandbox == "local":
+        log("WARNING: --sandbox local runs model code inside this server, keys and token in reach")
+    elif settings.sandbox == "subprocess":
+        log(
+            "WARNING: --sandbox subprocess cannot enforce --allow-path: model code can read "
+            "every file this user can (--allow-path only limits the paths requests name)"
+        )
+
+
 def _store(opts: dict[str, Any]) -> Any:
     if opts.get("no_store"):
         return None
@@ -106,7 +118,10 @@ def _log(quiet: bool, prefix: str) -> Callable[[str], None]:
 @click.option(
     "--token",
     envvar="RECURSA_SERVER_TOKEN",
-    help="Clients must send Authorization: Bearer TOKEN (required off loopback).",
+    help=(
+        "Clients must send Authorization: Bearer TOKEN (required off loopback). Prefer "
+        "RECURSA_SERVER_TOKEN: a command line is readable by every process in /proc."
+    ),
 )
 @click.option(
     "--max-body",
@@ -155,8 +170,14 @@ def serve(
     require_extra(("fastapi", "uvicorn"), "server", "recursa serve")
     log = _log(opts["quiet"], "recursa serve")
     settings = _settings(opts, list(models))
-    if settings.sandbox == "local":
-        log("WARNING: --sandbox local runs model code inside this server, keys and token in reach")
+    source = click.get_current_context().get_parameter_source("token")
+    if token is not None and source is ParameterSource.COMMANDLINE:
+        log(
+            "WARNING: --token on the command line can be read in /proc/PID/cmdline by every "
+            "process here, model code under --sandbox subprocess included: set "
+            "RECURSA_SERVER_TOKEN instead"
+        )
+    _warn_sandbox(settings, log)
     store = _store(opts)
     from .app import create_app
 
@@ -249,8 +270,10 @@ def mcp(model: str | None, **opts: Any) -> int:
         raise ConfigError("no model: pass --model PROVIDER/MODEL or set RECURSA_MODEL")
     require_extra(("mcp",), "mcp", "recursa mcp")
     settings = _settings(opts, [model], any_path=True)
+    log = _log(opts["quiet"], "recursa mcp")
+    _warn_sandbox(settings, log)
     store = _store(opts)
     from ..mcp_server import run_stdio
 
-    run_stdio(settings, store, log=_log(opts["quiet"], "recursa mcp"))
+    run_stdio(settings, store, log=log)
     return 0

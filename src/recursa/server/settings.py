@@ -118,6 +118,8 @@ class ServeSettings:
         self.allow_paths = resolved
         if self.default_model is None:
             self.default_model = (self.models or [None])[0] or os.environ.get("RECURSA_MODEL")
+        if self.base_url and not self.default_model:
+            raise ConfigError("--base-url needs --model: it belongs to that model's provider")
 
     # ---- models --------------------------------------------------------------------------
     def listed_models(self) -> list[str]:
@@ -232,6 +234,9 @@ class ServeSettings:
             "model": model,
             "sub_model": self.sub_model,
             "base_url": self.base_url,
+            # The base URL is the served (default) model's: a request naming a model of
+            # another provider must not send that provider's key to it.
+            "base_url_for": self.default_model,
             "strategy": "rlm",
             "mode": self.mode,
             "signature": None,

@@ -152,7 +152,9 @@ def _first_messages(text: str) -> list[dict[str, str]]:
 async def gateway_requests(url: str | None, messages: list[dict[str, str]], n: int) -> float:
     """Median seconds for one Gateway.complete: over HTTP to `url`, or in process."""
     client = ScriptedLM(root=lambda r: REPLY, sub=lambda r: REPLY) if url is None else None
-    pool = ClientPool(base_url=url, client=client, env={}, max_connections=16)
+    pool = ClientPool(
+        base_url=url, base_url_for="openai/fake", client=client, env={}, max_connections=16
+    )
     gateway = Gateway(Ledger(limits=Limits()), pool, Emitter("bench", []), concurrency=16)
     try:
         for _ in range(30):
