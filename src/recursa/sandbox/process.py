@@ -38,6 +38,8 @@ from .base import (
 
 WORKER_PATH = Path(__file__).with_name("worker.py")
 STDERR_TAIL = 4096
+MAX_CALLS_IN_FLIGHT = 64
+"""Calls of one worker served at once (its threads'); more wait, unread, in the pipe."""
 _LIVE: weakref.WeakSet[SubprocessSandbox] = weakref.WeakSet()
 
 
@@ -440,6 +442,8 @@ class SubprocessSandbox:
                     header = await self._read()
                     op = header.get("op")
                     if op == "call":
+                        while len(pending) >= MAX_CALLS_IN_FLIGHT:  # the worker waits
+                            await asyncio.wait(set(pending), return_when=asyncio.FIRST_COMPLETED)
                         if not pending:  # the clock stops while the host works for the block
                             when = scope.when()
                             remaining = max((when or loop.time()) - loop.time(), 0.0)

@@ -1,0 +1,98 @@
+"""Model code that calls the host from several threads at once, through real workers."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from e2e_helpers import assert_usage_matches_server, observation_after, repl
+from recursa.engine import RLM
+from recursa.testing import ScriptedLM
+
+CONTEXT = "alpha beta gamma\n" * 100
+
+
+def echo(request: Any) -> str:
+    """Each sub-query's answer names its own prompt, so a crossed reply shows."""
+    return "re:" + request.last_user
+
+
+def run(serve, blocks: list[str], **options: Any) -> tuple[Any, Any, list[Any]]:
+    server = serve(ScriptedLM(root=blocks, sub=echo))
+    events: list[Any] = []
+    rlm = RLM("openai/x", base_url=server.url, sandbox="subprocess", **options)
+    result = rlm.run("q", CONTEXT, on_event=events.append)
+    return result, server, events
+
+
+POOL = """
+from concurrent.futures import ThreadPoolExecutor
+kept = 41
+with ThreadPoolExecutor(8) as pool:
+    answers = list(pool.map(llm_query, [f'p{i}' for i in range(16)]))
+"""
+
+
+def test_eight_threads_calling_llm_query_each_get_their_own_answer(serve) -> None:
+    result, server, events = run(serve, [repl(POOL), repl("FINAL([kept + 1, answers])")])
+
+    assert result.status == "ok", result.error
+    assert result.answer == [42, [f"re:p{i}" for i in range(16)]]
+    assert_usage_matches_server(result.usage, server)
+    starts = [e for e in events if e.type == "lm_call_start"]
+    ends = [e for e in events if e.type == "lm_call_end"]
+    assert len(starts) == len(ends) == server.request_count == 2 + 16
+
+
+MIXED = """
+from concurrent.futures import ThreadPoolExecutor
+def work(i):
+    if i % 2:
+        return llm_query_batched([f'b{i}a', f'b{i}b'])
+    return [llm_query(f'q{i}')]
+with ThreadPoolExecutor(6) as pool:
+    answers = list(pool.map(work, range(12)))
+"""
+
+
+def test_threads_mixing_llm_query_and_batched_calls(serve) -> None:
+    result, server, _ = run(serve, [repl(MIXED), repl("FINAL(answers)")])
+
+    assert result.status == "ok", result.error
+    want = [[f"re:b{i}a", f"re:b{i}b"] if i % 2 else [f"re:q{i}"] for i in range(12)]
+    assert result.answer == want
+    assert_usage_matches_server(result.usage, server)
+
+
+LATE = """
+import sys, threading, time
+late = []
+def later():
+    while type(sys.stdout).__name__ == 'CappedText':  # until the block is over
+        time.sleep(0.01)
+    try:
+        late.append(llm_query('late'))
+    except Exception as exc:
+        late.append(f'{type(exc).__name__}: {exc}')
+threading.Thread(target=later, daemon=True).start()
+"""
+
+
+def test_a_thread_that_outlives_its_block_gets_a_clear_error_and_blocks_go_on(serve) -> None:
+    blocks = [repl(LATE), repl("print(late)"), repl("FINAL([late, llm_query('after')])")]
+
+    def root(request: Any) -> str:
+        if request.turn == 1:  # the late call comes while the host waits for this reply
+            time.sleep(1.0)
+        return blocks[min(request.turn, 2)]
+
+    server = serve(ScriptedLM(root=root, sub=echo))
+    rlm = RLM("openai/x", base_url=server.url, sandbox="subprocess")
+    result = rlm.run("q", CONTEXT)
+
+    assert result.status == "ok", result.error
+    (late,) = result.answer[0]
+    assert late.startswith("LLMQueryError: a thread that outlived its block"), late
+    assert result.answer[1] == "re:after"
+    assert server.request_count == 3 + 1  # three root turns, one sub-query: 'after'
+    assert "[error]" not in observation_after(server, 1)
