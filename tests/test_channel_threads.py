@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -96,3 +97,30 @@ def test_a_thread_that_outlives_its_block_gets_a_clear_error_and_blocks_go_on(se
     assert result.answer[1] == "re:after"
     assert server.request_count == 3 + 1  # three root turns, one sub-query: 'after'
     assert "[error]" not in observation_after(server, 1)
+
+
+CHILDREN = """
+from concurrent.futures import ThreadPoolExecutor
+with ThreadPoolExecutor(4) as pool:
+    answers = list(pool.map(lambda i: rlm_query(f'kid{i}', context='c'), range(4)))
+"""
+
+
+def test_threads_starting_child_rlms_each_get_their_childs_answer(serve) -> None:
+    def root(request: Any) -> str:
+        asked = (
+            re.search(r"kid(\d+)", request.messages[-1]["content"]) if request.turn == 0 else None
+        )
+        if asked:  # a child's first turn
+            return repl(f"FINAL('answer {asked.group(1)}')")
+        return [repl(CHILDREN), repl("FINAL(answers)")][min(request.turn, 1)]
+
+    server = serve(ScriptedLM(root=root, sub=echo))
+    events: list[Any] = []
+    rlm = RLM("openai/x", base_url=server.url, sandbox="subprocess", max_depth=2)
+    result = rlm.run("q", CONTEXT, on_event=events.append)
+
+    assert result.status == "ok", result.error
+    assert result.answer == [f"answer {i}" for i in range(4)]
+    assert_usage_matches_server(result.usage, server)
+    assert sum(e.type == "rlm_end" for e in events) == 5
