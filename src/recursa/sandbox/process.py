@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BudgetExceeded, SandboxError
-from . import _framing, _limits
+from . import _framing, _limits, _received
 from .base import (
     NO_BODY,
     BlockResult,
@@ -38,6 +38,9 @@ from .base import (
 
 WORKER_PATH = Path(__file__).with_name("worker.py")
 STDERR_TAIL = 4096
+MAX_FRAMES_PER_BLOCK = 100_000
+"""Frames (calls, stale or unknown ones) the host reads for one block; past it, the worker
+is taken to be flooding the channel and is replaced."""
 MAX_CALLS_IN_FLIGHT = 64
 """Calls of one worker served at once (its threads'); more wait, unread, in the pipe."""
 _LIVE: weakref.WeakSet[SubprocessSandbox] = weakref.WeakSet()
@@ -430,6 +433,7 @@ class SubprocessSandbox:
         remaining = self.cell_timeout + self.interrupt_grace
         scope = asyncio.timeout_at(loop.time() + remaining)
         inside = [True]
+        frames = 0
 
         def call_done(task: asyncio.Task[None]) -> None:
             pending.discard(task)
@@ -452,7 +456,16 @@ class SubprocessSandbox:
                         pending.add(task)
                         task.add_done_callback(call_done)
                     elif op == "result" and header.get("id") == exec_id:
-                        return _block_result(header)
+                        try:
+                            return _received.block_result(header, self.max_output)
+                        except _received.Malformed as exc:
+                            raise WorkerGone(str(exc)) from None
+                    frames += 1
+                    if frames > MAX_FRAMES_PER_BLOCK:
+                        raise WorkerGone(
+                            f"the worker sent more than {MAX_FRAMES_PER_BLOCK:,} frames in one "
+                            "block (calls included)"
+                        )
         except TimeoutError:
             if not scope.expired():
                 raise
@@ -541,7 +554,7 @@ class SubprocessSandbox:
             reply = await asyncio.wait_for(self._read(), self.cell_timeout)
         except (WorkerGone, TimeoutError):
             return None
-        return reply if reply.get("found") else None
+        return _received.value_reply(reply)
 
 
 async def reply_for(header: dict[str, Any], handler: CallHandler) -> dict[str, Any]:
@@ -581,46 +594,6 @@ def _within(path: str, roots: list[str]) -> bool:
 
 def _error_reply(call_id: Any, error_type: str, message: str) -> dict[str, Any]:
     return {"op": "reply", "id": call_id, "ok": False, "error_type": error_type, "message": message}
-
-
-def _block_result(header: dict[str, Any]) -> BlockResult:
-    """A `result` frame as a BlockResult. The frame comes from inside the sandbox: one that
-    is not exactly the worker's shape is a protocol violation, never an error of the host."""
-    stdout, stderr = header.get("stdout", ""), header.get("stderr", "")
-    stdout_len, stderr_len = header.get("stdout_len", 0), header.get("stderr_len", 0)
-    error, final = header.get("error"), header.get("final")
-    new_vars, shown = header.get("new_vars", []), header.get("vars", {})
-    if not (
-        type(stdout) is str
-        and type(stderr) is str
-        and type(stdout_len) is int
-        and type(stderr_len) is int
-        and (error is None or type(error) is str)
-        and (final is None or _is_final(final))
-        and type(new_vars) is list
-        and all(type(v) is str for v in new_vars)
-        and type(shown) is dict
-        and all(type(v) is str for v in shown.values())
-    ):
-        raise WorkerGone("the worker sent a malformed result frame")
-    return BlockResult(
-        stdout=stdout,
-        stdout_len=stdout_len,
-        stderr=stderr,
-        stderr_len=stderr_len,
-        error=error,
-        final=final,
-        new_vars=new_vars,
-        vars=shown,
-    )
-
-
-def _is_final(final: Any) -> bool:
-    return (
-        type(final) is dict
-        and final.get("kind") in ("value", "submit")
-        and ("json" in final or type(final.get("text")) is str)
-    )
 
 
 def _descendants(root: int) -> list[int]:

@@ -273,6 +273,7 @@ class Worker:
         self.chan = channel
         self.ns: dict[str, Any] = {"__name__": "__repl__", "__builtins__": builtins}
         self.builtin_names: dict[str, Any] = {}
+        self.builtin_parts: list[tuple[Any, ...]] = []
         self.contexts: dict[str, Any] = {}
         self.values: list[Any] = []
         self.extra: dict[str, Any] = {}
@@ -395,6 +396,11 @@ class Worker:
         for tool in self.tools:
             names[tool] = self._make_tool(tool)
         self.builtin_names = names
+        self.builtin_parts = [
+            (fn, fn.__code__, fn.__defaults__, fn.__kwdefaults__, _cells(fn))
+            for fn in names.values()
+            if type(fn) is _FUNCTION
+        ]
         self._restore()
 
     def _make_tool(self, name: str) -> Any:
@@ -405,6 +411,18 @@ class Worker:
         return tool
 
     def _restore(self) -> None:
+        """Put back the names the REPL gives model code, and the insides of those that are
+        functions (code, defaults, closed-over values): model code may patch them in place."""
+        for fn, code, defaults, kwdefaults, cells in self.builtin_parts:
+            if fn.__code__ is not code:
+                fn.__code__ = code
+            if fn.__defaults__ is not defaults:
+                fn.__defaults__ = defaults
+            if fn.__kwdefaults__ is not kwdefaults:
+                fn.__kwdefaults__ = kwdefaults
+            for cell, value in zip(fn.__closure__ or (), cells, strict=True):
+                if cell.cell_contents is not value:
+                    cell.cell_contents = value
         self.ns.update(self.builtin_names)
         self.ns.update(self.contexts)
         self.ns["__builtins__"] = builtins
@@ -548,7 +566,10 @@ class Worker:
         name = header.get("name", "")
         if name not in self.ns:
             return {"op": "value", "found": False}
-        return {"op": "value", "found": True, **_encode_value(self.ns[name])}
+        try:
+            return {"op": "value", "found": True, **_encode_value(self.ns[name])}
+        except ValueError:
+            return {"op": "value", "found": False}
 
     def serve(self) -> None:
         while True:
@@ -656,6 +677,14 @@ def _sibling(name: str) -> Any:
     return importlib.import_module(f"{__package__}.{name}" if __package__ else name)
 
 
+_FUNCTION = type(_on_alarm)
+
+
+def _cells(fn: Any) -> list[Any]:
+    """The values a function closes over, in the order of its closure."""
+    return [cell.cell_contents for cell in fn.__closure__ or ()]
+
+
 def _as_text(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
@@ -671,14 +700,20 @@ def _is_module(value: Any) -> bool:
 
 
 def _encode_value(value: Any) -> dict[str, Any]:
-    """The answer as JSON where it is JSON-serialisable, else its str()."""
+    """The answer as JSON where it is JSON-serialisable, else its str(). One over
+    MAX_FINAL_CHARS is refused whole (ValueError): never cut and passed off as the answer.
+    The host checks the same cap on what it receives (`_received`)."""
     try:
         text = _framing.dumps(value)
-    except (TypeError, ValueError):
-        return {"text": str(value)[:MAX_FINAL_CHARS]}
-    if len(text) > MAX_FINAL_CHARS:
-        return {"text": str(value)[:MAX_FINAL_CHARS]}
-    return {"json": value}
+    except (TypeError, ValueError, RecursionError):
+        text = None
+    shown = str(value) if text is None else text
+    if len(shown) > MAX_FINAL_CHARS:
+        raise ValueError(
+            f"the answer is {len(shown):,} characters, more than the {MAX_FINAL_CHARS:,} "
+            "allowed; it was not accepted (give a shorter answer)"
+        )
+    return {"text": shown} if text is None else {"json": value}
 
 
 def _describe(value: Any) -> str:
