@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
+import signal
+import threading
 import time
 from typing import Any
 
-from e2e_helpers import assert_usage_matches_server, observation_after, repl
+import pytest
+
+from e2e_helpers import assert_usage_matches_server, observation_after, repl, start_cli
 from recursa.engine import RLM
 from recursa.testing import ScriptedLM
 
@@ -124,3 +129,58 @@ def test_threads_starting_child_rlms_each_get_their_childs_answer(serve) -> None
     assert result.answer == [f"answer {i}" for i in range(4)]
     assert_usage_matches_server(result.usage, server)
     assert sum(e.type == "rlm_end" for e in events) == 5
+
+
+@pytest.mark.parametrize("where", ["asking", "in-a-block"])
+def test_after_sigint_a_childs_rlm_end_comes_before_the_runs_run_end(
+    serve, tmp_path, where: str
+) -> None:
+    arrived, release = threading.Event(), threading.Event()
+
+    def root(request: Any) -> str:
+        if "kid" in request.messages[-1]["content"] and request.turn == 0:
+            if where == "in-a-block":  # its block tells the test, then sleeps
+                return repl("llm_query('inside')\nimport time\ntime.sleep(30)")
+            arrived.set()  # the child waits here for its first reply
+            release.wait(30)
+            return repl("FINAL('late')")
+        return repl("FINAL(rlm_query('kid', context='c'))")
+
+    def sub(request: Any) -> str:
+        arrived.set()
+        return "ok"
+
+    server = serve(ScriptedLM(root=root, sub=sub))
+    trace = tmp_path / "t.jsonl"
+    proc = start_cli(
+        [
+            "run",
+            "q",
+            "--model",
+            "openai/x",
+            "--base-url",
+            server.url,
+            "--max-depth",
+            "2",
+            "--sandbox",
+            "subprocess",
+            "--trace",
+            str(trace),
+            "--quiet",
+        ]
+    )
+    try:
+        assert arrived.wait(60), "the child RLM never asked its first question"
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    finally:
+        release.set()
+        if proc.poll() is None:
+            proc.kill()
+
+    events = [json.loads(line) for line in trace.read_text(encoding="utf-8").splitlines()]
+    kinds = [(e["type"], e.get("rlm")) for e in events]
+    assert kinds[-1][0] == "run_end", kinds
+    ended = {rlm for kind, rlm in kinds if kind == "rlm_end"}
+    started = {rlm for kind, rlm in kinds if kind == "rlm_start"}
+    assert len(started) == 2 and ended == started, kinds

@@ -42,6 +42,8 @@ MAX_FRAMES_PER_BLOCK = 100_000
 """Frames (calls, stale or unknown ones) the host reads for one block; past it, the worker
 is taken to be flooding the channel and is replaced."""
 MAX_CALLS_IN_FLIGHT = 64
+CANCEL_WAIT = 10.0
+"""Seconds a block that ends early (cancelled, its worker gone) waits for its calls to end."""
 """Calls of one worker served at once (its threads'); more wait, unread, in the pipe."""
 _LIVE: weakref.WeakSet[SubprocessSandbox] = weakref.WeakSet()
 
@@ -419,6 +421,8 @@ class SubprocessSandbox:
         finally:
             for task in pending:
                 task.cancel()
+            if pending:  # a child RLM ends, and says so, before the caller of this block goes on
+                await asyncio.wait(set(pending), timeout=CANCEL_WAIT)
 
     async def _collect(
         self, exec_id: int, handler: CallHandler, pending: set[asyncio.Task[None]]
