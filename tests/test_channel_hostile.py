@@ -151,3 +151,21 @@ def test_a_non_finite_answer_is_strict_json_in_the_output_and_the_trace(
 
 def _refuse(name: str) -> None:
     raise AssertionError(f"not strict JSON: {name}")
+
+
+def test_a_call_over_the_size_cap_costs_the_worker_even_when_the_worker_lets_it_out(
+    serve, monkeypatch
+) -> None:
+    monkeypatch.setattr(
+        "recursa.sandbox._framing.MAX_CALL", 100_000
+    )  # the host's, not the worker's
+    blocks = [
+        repl("kept = 1\nrlm_query('q', context={'big': 'x' * 200_000})"),
+        repl("FINAL(['kept' in globals(), llm_query('small')])"),
+    ]
+    result, server, _ = run(serve, blocks, max_depth=2)
+
+    assert result.status == "ok", result.error
+    assert result.answer == [False, "pong"]
+    told = observation_after(server, 0)
+    assert "exceeds 100000" in told and "restarted" in told

@@ -353,6 +353,10 @@ class SubprocessSandbox:
             prefix = await stdout.readexactly(_framing.PREFIX_SIZE)
             header_len, body_len = _framing.parse_prefix(prefix, max_body=_framing.MAX_CALL)
             header = _framing.decode_header(await stdout.readexactly(header_len))
+            if header["op"] == "call" and header_len + body_len > _framing.MAX_CALL:
+                raise _framing.FrameError(
+                    f"a call of {header_len + body_len} bytes exceeds {_framing.MAX_CALL}"
+                )
             if body_len:  # a call's prompts: each read and decoded on its own
                 layout = _framing.text_layout(header, body_len)
                 for number, (name, lengths, single) in enumerate(layout, 1):
