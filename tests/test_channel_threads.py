@@ -50,6 +50,21 @@ def test_eight_threads_calling_llm_query_each_get_their_own_answer(serve) -> Non
     assert len(starts) == len(ends) == server.request_count == 2 + 16
 
 
+def test_the_cell_timeout_stops_while_any_thread_waits_on_a_call(serve) -> None:
+    def slow(request: Any) -> str:
+        time.sleep(0.6)  # two waves of eight: longer in calls than the cell timeout
+        return echo(request)
+
+    server = serve(ScriptedLM(root=[repl(POOL), repl("FINAL(answers)")], sub=slow))
+    result = RLM("openai/x", base_url=server.url, sandbox="subprocess", cell_timeout=1).run(
+        "q", CONTEXT
+    )
+
+    assert result.status == "ok", result.error
+    assert result.answer == [f"re:p{i}" for i in range(16)]
+    assert "TimeoutError" not in observation_after(server, 0)
+
+
 MIXED = """
 from concurrent.futures import ThreadPoolExecutor
 def work(i):
