@@ -20,6 +20,7 @@ from __future__ import annotations
 # `typing` and `collections` would pull in enum, re and more; their C cores are enough here).
 import _ast
 import _collections_abc
+import _operator
 import _signal
 import _thread
 import builtins
@@ -273,7 +274,10 @@ class Worker:
         self.chan = channel
         self.ns: dict[str, Any] = {"__name__": "__repl__", "__builtins__": builtins}
         self.builtin_names: dict[str, Any] = {}
+        self.builtin_fns: list[Any] = []
         self.builtin_parts: list[tuple[Any, ...]] = []
+        self.builtin_cells: list[Any] = []
+        self.builtin_contents: list[Any] = []
         self.contexts: dict[str, Any] = {}
         self.values: list[Any] = []
         self.extra: dict[str, Any] = {}
@@ -396,11 +400,10 @@ class Worker:
         for tool in self.tools:
             names[tool] = self._make_tool(tool)
         self.builtin_names = names
-        self.builtin_parts = [
-            (fn, fn.__code__, fn.__defaults__, fn.__kwdefaults__, _cells(fn))
-            for fn in names.values()
-            if type(fn) is _FUNCTION
-        ]
+        self.builtin_fns = [fn for fn in names.values() if type(fn) is _FUNCTION]
+        self.builtin_parts = list(map(_PARTS, self.builtin_fns))
+        self.builtin_cells = [cell for fn in self.builtin_fns for cell in fn.__closure__ or ()]
+        self.builtin_contents = list(map(_CONTENTS, self.builtin_cells))
         self._restore()
 
     def _make_tool(self, name: str) -> Any:
@@ -412,17 +415,22 @@ class Worker:
 
     def _restore(self) -> None:
         """Put back the names the REPL gives model code, and the insides of those that are
-        functions (code, defaults, closed-over values): model code may patch them in place."""
-        for fn, code, defaults, kwdefaults, cells in self.builtin_parts:
-            if fn.__code__ is not code:
-                fn.__code__ = code
-            if fn.__defaults__ is not defaults:
-                fn.__defaults__ = defaults
-            if fn.__kwdefaults__ is not kwdefaults:
-                fn.__kwdefaults__ = kwdefaults
-            for cell, value in zip(fn.__closure__ or (), cells, strict=True):
-                if cell.cell_contents is not value:
-                    cell.cell_contents = value
+        functions (code, defaults, closed-over values): model code may patch them in place.
+        The check is two C-speed list comparisons (the caveat of `_put_back` applies)."""
+        try:
+            intact = (
+                list(map(_PARTS, self.builtin_fns)) == self.builtin_parts
+                and list(map(_CONTENTS, self.builtin_cells)) == self.builtin_contents
+            )
+        except ValueError:  # a closed-over value was deleted
+            intact = False
+        if not intact:
+            for fn, (code, defaults, kwdefaults) in zip(
+                self.builtin_fns, self.builtin_parts, strict=True
+            ):
+                fn.__code__, fn.__defaults__, fn.__kwdefaults__ = code, defaults, kwdefaults
+            for cell, value in zip(self.builtin_cells, self.builtin_contents, strict=True):
+                cell.cell_contents = value
         self.ns.update(self.builtin_names)
         self.ns.update(self.contexts)
         self.ns["__builtins__"] = builtins
@@ -678,11 +686,8 @@ def _sibling(name: str) -> Any:
 
 
 _FUNCTION = type(_on_alarm)
-
-
-def _cells(fn: Any) -> list[Any]:
-    """The values a function closes over, in the order of its closure."""
-    return [cell.cell_contents for cell in fn.__closure__ or ()]
+_PARTS = _operator.attrgetter("__code__", "__defaults__", "__kwdefaults__")
+_CONTENTS = _operator.attrgetter("cell_contents")
 
 
 def _as_text(value: Any) -> str:
