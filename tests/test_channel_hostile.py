@@ -13,9 +13,16 @@ import pytest
 
 from e2e_helpers import observation_after, one_json_object, repl, run_cli
 from recursa.engine import RLM
+from recursa.sandbox import bwrap_problem
 from recursa.testing import ScriptedLM
 
 CONTEXT = "alpha beta gamma\n" * 100
+BACKENDS = [
+    "subprocess",
+    pytest.param(
+        "bwrap", marks=pytest.mark.skipif(bwrap_problem() is not None, reason=str(bwrap_problem()))
+    ),
+]
 
 FORGE = textwrap.dedent(
     """
@@ -33,15 +40,18 @@ FORGE = textwrap.dedent(
 )
 
 
-def run(serve, blocks: list[str], **options: Any) -> tuple[Any, Any, list[Any]]:
+def run(
+    serve, blocks: list[str], backend: str = "subprocess", **options: Any
+) -> tuple[Any, Any, list[Any]]:
     server = serve(ScriptedLM(root=blocks, sub=lambda request: "pong"))
     events: list[Any] = []
-    rlm = RLM("openai/x", base_url=server.url, sandbox="subprocess", **options)
+    rlm = RLM("openai/x", base_url=server.url, sandbox=backend, **options)
     result = rlm.run("q", CONTEXT, on_event=events.append)
     return result, server, events
 
 
-def test_a_forged_result_holds_no_more_output_than_the_caps(serve) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_forged_result_holds_no_more_output_than_the_caps(serve, backend: str) -> None:
     huge = (
         "forge({'op': 'result', 'stdout': 'o' * 3_000_000, 'stdout_len': -5,"
         " 'stderr': 'e' * 3_000_000, 'error': 'x' * 3_000_000,"
@@ -49,7 +59,7 @@ def test_a_forged_result_holds_no_more_output_than_the_caps(serve) -> None:
         " 'vars': {f'v{i}': 'd' * 10_000 for i in range(5_000)}})"
     )
     result, server, events = run(
-        serve, [repl(FORGE + huge), repl("FINAL('done')")], max_output_chars=1_000
+        serve, [repl(FORGE + huge), repl("FINAL('done')")], backend, max_output_chars=1_000
     )
 
     assert result.status == "ok", result.error

@@ -13,9 +13,16 @@ import pytest
 
 from e2e_helpers import assert_usage_matches_server, observation_after, repl, start_cli
 from recursa.engine import RLM
+from recursa.sandbox import bwrap_problem
 from recursa.testing import ScriptedLM
 
 CONTEXT = "alpha beta gamma\n" * 100
+BACKENDS = [
+    "subprocess",
+    pytest.param(
+        "bwrap", marks=pytest.mark.skipif(bwrap_problem() is not None, reason=str(bwrap_problem()))
+    ),
+]
 
 
 def echo(request: Any) -> str:
@@ -23,10 +30,12 @@ def echo(request: Any) -> str:
     return "re:" + request.last_user
 
 
-def run(serve, blocks: list[str], **options: Any) -> tuple[Any, Any, list[Any]]:
+def run(
+    serve, blocks: list[str], backend: str = "subprocess", **options: Any
+) -> tuple[Any, Any, list[Any]]:
     server = serve(ScriptedLM(root=blocks, sub=echo))
     events: list[Any] = []
-    rlm = RLM("openai/x", base_url=server.url, sandbox="subprocess", **options)
+    rlm = RLM("openai/x", base_url=server.url, sandbox=backend, **options)
     result = rlm.run("q", CONTEXT, on_event=events.append)
     return result, server, events
 
@@ -39,8 +48,9 @@ with ThreadPoolExecutor(8) as pool:
 """
 
 
-def test_eight_threads_calling_llm_query_each_get_their_own_answer(serve) -> None:
-    result, server, events = run(serve, [repl(POOL), repl("FINAL([kept + 1, answers])")])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_eight_threads_calling_llm_query_each_get_their_own_answer(serve, backend: str) -> None:
+    result, server, events = run(serve, [repl(POOL), repl("FINAL([kept + 1, answers])")], backend)
 
     assert result.status == "ok", result.error
     assert result.answer == [42, [f"re:p{i}" for i in range(16)]]
