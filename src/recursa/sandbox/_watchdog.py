@@ -97,6 +97,8 @@ def _tell(lines: str) -> None:
 def _start() -> int | None:
     """A new watchdog; the write end of its pipe (never inherited), or None if it failed."""
     global _OWNER
+    if not sys.executable:  # an embedded interpreter: nothing to start the watchdog with
+        return None
     read, write = os.pipe()
     try:
         os.posix_spawn(
