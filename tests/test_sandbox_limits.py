@@ -25,9 +25,10 @@ from recursa.sandbox import (
     make_sandbox,
     resolve_backend,
 )
+from recursa.sandbox._received import Malformed, block_result
 from recursa.sandbox.bwrap import _userns_flags
 from recursa.sandbox.docker import client_env, docker_argv
-from recursa.sandbox.process import WorkerGone, _block_result, _tree
+from recursa.sandbox.process import _tree
 from recursa.sandbox.threats import ATTACKS, BACKEND_ORDER, markdown_table
 from recursa.sandbox.worker import CappedText, _put_back
 from recursa.testing import ScriptedLM
@@ -267,9 +268,9 @@ GOOD_RESULT = {"op": "result", "id": 1, "stdout": "x", "stdout_len": 1, "vars": 
     ids=lambda bad: next(iter(bad)),
 )
 def test_a_result_frame_of_the_wrong_shape_is_a_protocol_violation(bad: dict[str, Any]) -> None:
-    assert _block_result(GOOD_RESULT).stdout == "x"
-    with pytest.raises(WorkerGone, match="malformed"):
-        _block_result({**GOOD_RESULT, **bad})
+    assert block_result(GOOD_RESULT, 100).stdout == "x"
+    with pytest.raises(Malformed, match="malformed"):
+        block_result({**GOOD_RESULT, **bad}, 100)
 
 
 def test_capped_text_holds_at_most_twice_its_limit_however_much_is_written() -> None:

@@ -21,6 +21,7 @@ import pytest
 from e2e_helpers import bwrap_in_use, finish_cli, host_env, repl, start_cli, worker_processes
 from recursa import prompts
 from recursa.engine import RLM
+from recursa.sandbox._limits import cgroup_problem
 from recursa.testing import LMRequest, Reply, ScriptedLM
 
 SANDBOXES = ["auto", "subprocess"]
@@ -230,3 +231,23 @@ def test_a_process_that_left_the_workers_session_dies_with_the_subprocess_sandbo
     assert result.status == "ok", result.error
     assert len(alive_during[0]) == 2
     assert wait_until_gone(tag) == []
+
+
+@pytest.mark.skipif(cgroup_problem() is not None, reason=f"no cgroup: {cgroup_problem()}")
+def test_a_process_that_left_the_workers_session_dies_with_a_sigkilled_host(
+    serve, tag: str
+) -> None:
+    alive_during: list[list[int]] = []
+    server = serve(_script(tag, repl("while True:\n    pass"), alive_during, extra=ESCAPE))
+    proc = start_cli(
+        ["run", "q", "--model", "openai/x", "--base-url", server.url, "--sandbox", "subprocess"]
+    )
+    try:
+        _wait_for_loop(proc, server, tag)  # the worker and the helper in its own session
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+    assert wait_until_gone(tag) == []  # the watchdog, not a later run's sweep

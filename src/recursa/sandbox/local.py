@@ -23,9 +23,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import _received
 from . import worker as _worker
 from .base import BlockResult, CallHandler, ContextPayload
-from .process import _block_result, reply_for
+from .process import reply_for
 
 WARNING = (
     "recursa: WARNING: --sandbox local runs model-written code INSIDE this process: it can "
@@ -232,12 +233,12 @@ class LocalSandbox:
                 break
             await asyncio.wait({future}, timeout=max(left, 0.05))
             if future.done():
-                return _local_result(future)
+                return _local_result(future, self.max_output)
         thread = self._thread
         _interrupt(thread)
         await asyncio.wait({future}, timeout=self.interrupt_grace)
         if future.done():
-            return _local_result(future)
+            return _local_result(future, self.max_output)
         self._abandon()
         self.restarts += 1
         self._spawn()
@@ -283,7 +284,7 @@ class LocalSandbox:
             reply = await asyncio.wait_for(asyncio.shield(future), self.cell_timeout)
         except TimeoutError:
             return None
-        return reply if reply.get("found") else None
+        return _received.value_reply(reply)
 
 
 def _serve_jobs(jobs: queue.SimpleQueue[Any]) -> None:
@@ -317,8 +318,8 @@ def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None
         future.set_result(value)
 
 
-def _local_result(future: asyncio.Future[Any]) -> BlockResult:
-    return _block_result(future.result())
+def _local_result(future: asyncio.Future[Any], max_output: int) -> BlockResult:
+    return _received.block_result(future.result(), max_output)
 
 
 def _interrupt(thread: threading.Thread | None) -> None:

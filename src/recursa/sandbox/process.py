@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BudgetExceeded, SandboxError
-from . import _framing, _limits
+from . import _framing, _limits, _received
 from .base import (
     NO_BODY,
     BlockResult,
@@ -38,6 +38,13 @@ from .base import (
 
 WORKER_PATH = Path(__file__).with_name("worker.py")
 STDERR_TAIL = 4096
+MAX_FRAMES_PER_BLOCK = 100_000
+"""Frames (calls, stale or unknown ones) the host reads for one block; past it, the worker
+is taken to be flooding the channel and is replaced."""
+MAX_CALLS_IN_FLIGHT = 64
+CANCEL_WAIT = 10.0
+"""Seconds a block that ends early (cancelled, its worker gone) waits for its calls to end."""
+"""Calls of one worker served at once (its threads'); more wait, unread, in the pipe."""
 _LIVE: weakref.WeakSet[SubprocessSandbox] = weakref.WeakSet()
 
 
@@ -354,6 +361,10 @@ class SubprocessSandbox:
             prefix = await stdout.readexactly(_framing.PREFIX_SIZE)
             header_len, body_len = _framing.parse_prefix(prefix, max_body=_framing.MAX_CALL)
             header = _framing.decode_header(await stdout.readexactly(header_len))
+            if header["op"] == "call" and header_len + body_len > _framing.MAX_CALL:
+                raise _framing.FrameError(
+                    f"a call of {header_len + body_len} bytes exceeds {_framing.MAX_CALL}"
+                )
             if body_len:  # a call's prompts: each read and decoded on its own
                 layout = _framing.text_layout(header, body_len)
                 for number, (name, lengths, single) in enumerate(layout, 1):
@@ -422,6 +433,8 @@ class SubprocessSandbox:
         finally:
             for task in pending:
                 task.cancel()
+            if pending:  # a child RLM ends, and says so, before the caller of this block goes on
+                await asyncio.wait(set(pending), timeout=CANCEL_WAIT)
 
     async def _collect(
         self, exec_id: int, handler: CallHandler, pending: set[asyncio.Task[None]]
@@ -436,6 +449,7 @@ class SubprocessSandbox:
         remaining = self.cell_timeout + self.interrupt_grace
         scope = asyncio.timeout_at(loop.time() + remaining)
         inside = [True]
+        frames = 0
 
         def call_done(task: asyncio.Task[None]) -> None:
             pending.discard(task)
@@ -448,6 +462,8 @@ class SubprocessSandbox:
                     header = await self._read()
                     op = header.get("op")
                     if op == "call":
+                        while len(pending) >= MAX_CALLS_IN_FLIGHT:  # the worker waits
+                            await asyncio.wait(set(pending), return_when=asyncio.FIRST_COMPLETED)
                         if not pending:  # the clock stops while the host works for the block
                             when = scope.when()
                             remaining = max((when or loop.time()) - loop.time(), 0.0)
@@ -456,7 +472,16 @@ class SubprocessSandbox:
                         pending.add(task)
                         task.add_done_callback(call_done)
                     elif op == "result" and header.get("id") == exec_id:
-                        return _block_result(header)
+                        try:
+                            return _received.block_result(header, self.max_output)
+                        except _received.Malformed as exc:
+                            raise WorkerGone(str(exc)) from None
+                    frames += 1
+                    if frames > MAX_FRAMES_PER_BLOCK:
+                        raise WorkerGone(
+                            f"the worker sent more than {MAX_FRAMES_PER_BLOCK:,} frames in one "
+                            "block (calls included)"
+                        )
         except TimeoutError:
             if not scope.expired():
                 raise
@@ -545,7 +570,7 @@ class SubprocessSandbox:
             reply = await asyncio.wait_for(self._read(), self.cell_timeout)
         except (WorkerGone, TimeoutError):
             return None
-        return reply if reply.get("found") else None
+        return _received.value_reply(reply)
 
 
 async def reply_for(header: dict[str, Any], handler: CallHandler) -> dict[str, Any]:
@@ -585,46 +610,6 @@ def _within(path: str, roots: list[str]) -> bool:
 
 def _error_reply(call_id: Any, error_type: str, message: str) -> dict[str, Any]:
     return {"op": "reply", "id": call_id, "ok": False, "error_type": error_type, "message": message}
-
-
-def _block_result(header: dict[str, Any]) -> BlockResult:
-    """A `result` frame as a BlockResult. The frame comes from inside the sandbox: one that
-    is not exactly the worker's shape is a protocol violation, never an error of the host."""
-    stdout, stderr = header.get("stdout", ""), header.get("stderr", "")
-    stdout_len, stderr_len = header.get("stdout_len", 0), header.get("stderr_len", 0)
-    error, final = header.get("error"), header.get("final")
-    new_vars, shown = header.get("new_vars", []), header.get("vars", {})
-    if not (
-        type(stdout) is str
-        and type(stderr) is str
-        and type(stdout_len) is int
-        and type(stderr_len) is int
-        and (error is None or type(error) is str)
-        and (final is None or _is_final(final))
-        and type(new_vars) is list
-        and all(type(v) is str for v in new_vars)
-        and type(shown) is dict
-        and all(type(v) is str for v in shown.values())
-    ):
-        raise WorkerGone("the worker sent a malformed result frame")
-    return BlockResult(
-        stdout=stdout,
-        stdout_len=stdout_len,
-        stderr=stderr,
-        stderr_len=stderr_len,
-        error=error,
-        final=final,
-        new_vars=new_vars,
-        vars=shown,
-    )
-
-
-def _is_final(final: Any) -> bool:
-    return (
-        type(final) is dict
-        and final.get("kind") in ("value", "submit")
-        and ("json" in final or type(final.get("text")) is str)
-    )
 
 
 def _descendants(root: int) -> list[int]:

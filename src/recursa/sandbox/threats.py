@@ -127,7 +127,9 @@ ATTACKS: dict[str, tuple[str, dict[str, Cell]]] = {
             "subprocess": (
                 CONTAINED,
                 "allowed; it inherits the clean environment and the limits, and is killed "
-                "with the worker (process group, subreaper, cgroup)",
+                "with the worker (process group, subreaper, cgroup); if the host is "
+                "SIGKILLed, a watchdog empties the cgroup; without a cgroup, a process in a "
+                "session of its own outlives a SIGKILLed host",
             ),
             "bwrap": (CONTAINED, "allowed, inside the same namespaces; killed with them"),
             "landlock": (
@@ -242,7 +244,8 @@ ATTACKS: dict[str, tuple[str, dict[str, Cell]]] = {
         {
             "subprocess": (
                 BLOCKED,
-                "every built-in name and `context` is restored after every block",
+                "every built-in name and `context` is restored after every block, with "
+                "the code, defaults and closed-over values of the built-in functions",
             ),
             "bwrap": (BLOCKED, "as subprocess"),
             "landlock": (BLOCKED, _AS_SUBPROCESS),
@@ -273,9 +276,10 @@ ATTACKS: dict[str, tuple[str, dict[str, Cell]]] = {
         {
             "subprocess": (
                 BLOCKED,
-                "a malformed frame, a header over 512 MiB, a result of the wrong shape or "
-                "a closed channel ends that worker: it is restarted, the model is told, "
-                "the host goes on",
+                "a malformed frame, a header over 512 MiB, a result of the wrong shape, "
+                "over 100,000 frames in one block or a closed channel ends that worker: it "
+                "is restarted, the model is told, the host goes on; forged results are cut "
+                "to the output caps on the host's side (docs/SECURITY.md)",
             ),
             "bwrap": (BLOCKED, "as subprocess"),
             "landlock": (BLOCKED, _AS_SUBPROCESS),

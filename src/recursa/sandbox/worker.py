@@ -20,7 +20,9 @@ from __future__ import annotations
 # `typing` and `collections` would pull in enum, re and more; their C cores are enough here).
 import _ast
 import _collections_abc
+import _operator
 import _signal
+import _thread
 import builtins
 import io
 import os
@@ -191,6 +193,80 @@ class LazyDir(_collections_abc.Mapping):
         )
 
 
+class Calls:
+    """The calls of one block in flight, from any number of model code's threads.
+
+    Frames go out whole under `write_lock`. One waiting thread at a time reads the channel
+    and files each reply under its call's id; the others sleep until a frame has been read,
+    then look again (and one of them reads next). The block's clock stops while any call is
+    in flight. Once the block ends (`open` false) a new call is refused at once, and the
+    block's thread reads until every call still in flight has its reply, so each call gets
+    exactly one reply and none is left for a later block to misread.
+    """
+
+    def __init__(self) -> None:
+        self.lock = _thread.allocate_lock()
+        """Guards every field below; `_thread` locks: `threading` is slow to import."""
+        self.write_lock = _thread.allocate_lock()
+        self.open = False
+        self.in_flight: set[int] = set()
+        self.replies: dict[int, dict[str, Any]] = {}
+        self.reading = False
+        self.sleepers: list[Any] = []
+        self.paused = 0.0
+
+    def begin(self, call_id: int) -> None:
+        """(Under `lock`.) A call goes out: the first one in flight stops the block's clock."""
+        if not self.in_flight:
+            self.paused, _ = _setitimer(_ITIMER_REAL, 0)
+        self.in_flight.add(call_id)
+
+    def end(self, call_id: int) -> None:
+        """(Under `lock`.) A call is over: the last one in flight restarts the clock."""
+        self.in_flight.discard(call_id)
+        self.replies.pop(call_id, None)
+        if not self.in_flight and self.open and self.paused > 0:
+            _setitimer(_ITIMER_REAL, self.paused)
+            self.paused = 0.0
+
+    def pump(self, chan: Channel, call_id: int | None) -> dict[str, Any]:
+        """The reply to `call_id`; with None, wait until no call is in flight."""
+        self.lock.acquire()
+        try:
+            while (call_id not in self.replies) if call_id is not None else self.in_flight:
+                if self.reading:
+                    self._sleep()
+                    continue
+                self.reading = True
+                self.lock.release()
+                try:
+                    header, _ = chan.read()
+                finally:
+                    self.lock.acquire()
+                    self.reading = False
+                    for sleeper in self.sleepers:
+                        sleeper.release()
+                    self.sleepers.clear()
+                if header.get("op") == "reply" and header.get("id") in self.in_flight:
+                    self.replies[header["id"]] = header  # anything else: stale, dropped
+            return self.replies.pop(call_id) if call_id is not None else {}
+        finally:
+            self.lock.release()
+
+    def _sleep(self) -> None:
+        """(Under `lock`, which it lets go meanwhile.) Until the reader has read a frame."""
+        sleeper = _thread.allocate_lock()
+        sleeper.acquire()
+        self.sleepers.append(sleeper)
+        self.lock.release()
+        try:
+            sleeper.acquire()
+        finally:
+            self.lock.acquire()
+            if sleeper in self.sleepers:
+                self.sleepers.remove(sleeper)
+
+
 class Worker:
     """One persistent namespace; executes blocks and relays sub-queries to the host."""
 
@@ -198,10 +274,15 @@ class Worker:
         self.chan = channel
         self.ns: dict[str, Any] = {"__name__": "__repl__", "__builtins__": builtins}
         self.builtin_names: dict[str, Any] = {}
+        self.builtin_fns: list[Any] = []
+        self.builtin_parts: list[tuple[Any, ...]] = []
+        self.builtin_cells: list[Any] = []
+        self.builtin_contents: list[Any] = []
         self.contexts: dict[str, Any] = {}
         self.values: list[Any] = []
         self.extra: dict[str, Any] = {}
         self.next_call = 0
+        self.calls = Calls()
         self.final: dict[str, Any] | None = None
         self.exc_types: dict[str, type[Exception]] = {}
         self.max_output = 20_000
@@ -325,6 +406,10 @@ class Worker:
         for tool in self.tools:
             names[tool] = self._make_tool(tool)
         self.builtin_names = names
+        self.builtin_fns = [fn for fn in names.values() if type(fn) is _FUNCTION]
+        self.builtin_parts = list(map(_PARTS, self.builtin_fns))
+        self.builtin_cells = [cell for fn in self.builtin_fns for cell in fn.__closure__ or ()]
+        self.builtin_contents = list(map(_CONTENTS, self.builtin_cells))
         self._restore()
 
     def _make_tool(self, name: str) -> Any:
@@ -335,6 +420,23 @@ class Worker:
         return tool
 
     def _restore(self) -> None:
+        """Put back the names the REPL gives model code, and the insides of those that are
+        functions (code, defaults, closed-over values): model code may patch them in place.
+        The check is two C-speed list comparisons (the caveat of `_put_back` applies)."""
+        try:
+            intact = (
+                list(map(_PARTS, self.builtin_fns)) == self.builtin_parts
+                and list(map(_CONTENTS, self.builtin_cells)) == self.builtin_contents
+            )
+        except ValueError:  # a closed-over value was deleted
+            intact = False
+        if not intact:
+            for fn, (code, defaults, kwdefaults) in zip(
+                self.builtin_fns, self.builtin_parts, strict=True
+            ):
+                fn.__code__, fn.__defaults__, fn.__kwdefaults__ = code, defaults, kwdefaults
+            for cell, value in zip(self.builtin_cells, self.builtin_contents, strict=True):
+                cell.cell_contents = value
         self.ns.update(self.builtin_names)
         self.ns.update(self.contexts)
         self.ns["__builtins__"] = builtins
@@ -354,8 +456,9 @@ class Worker:
     # ---- calls to the host -------------------------------------------------------------------
     def call(self, fn: str, **args: Any) -> Any:
         self._restore_builtins()  # json and the framing use them
-        self.next_call += 1
-        call_id = self.next_call
+        with self.calls.lock:
+            self.next_call += 1
+            call_id = self.next_call
         try:
             frame = _framing.OutgoingCall({"op": "call", "id": call_id, "fn": fn, "args": args})
         except (TypeError, ValueError):
@@ -373,18 +476,22 @@ class Worker:
         raise exc_type(header.get("message", "sub-query failed"))
 
     def exchange(self, call_id: int, frame: Any) -> dict[str, Any]:
-        """Send an encoded call and wait for its reply."""
-        # The block's clock stops while the host works for it (sub-queries may be slow).
-        remaining, _ = _setitimer(_ITIMER_REAL, 0)
+        """Send an encoded call and wait for its reply (from any thread of model code)."""
+        calls = self.calls
+        with calls.lock:
+            if not calls.open:
+                raise self.exc_types["LLMQueryError"](
+                    "a thread that outlived its block called the host: calls are served only "
+                    "while a block runs (join your threads before the block ends)"
+                )
+            calls.begin(call_id)
         try:
-            self.chan.write_parts(frame.parts())
-            while True:
-                header, _ = self.chan.read()
-                if header.get("op") == "reply" and header.get("id") == call_id:
-                    return header  # anything else: a stale reply to an abandoned call
+            with calls.write_lock:
+                self.chan.write_parts(frame.parts())
+            return calls.pump(self.chan, call_id)
         finally:
-            if remaining > 0:
-                _setitimer(_ITIMER_REAL, remaining)
+            with calls.lock:
+                calls.end(call_id)
 
     # ---- running code ---------------------------------------------------------------------
     def _redirect(self, out: CappedText, err: CappedText) -> Any:
@@ -413,6 +520,8 @@ class Worker:
         error = None
         saved = self._redirect(out, err)
         timeout = float(header.get("timeout") or 0)
+        with self.calls.lock:
+            self.calls.open = True
         try:
             self._arm(timeout)
             self._run(code)
@@ -429,6 +538,7 @@ class Worker:
             error = _format_exception(exc)
         finally:
             self._disarm()
+            self._settle_calls()
             self._restore_builtins()
             self._unredirect(saved)
             self._restore()
@@ -448,6 +558,13 @@ class Worker:
             "vars": {k: _describe(v) for k, v in list(after.items())[:200]},
         }
 
+    def _settle_calls(self) -> None:
+        """End the block's calls: refuse new ones, and read the replies to those that
+        threads still have in flight (the host answers each before it reads the result)."""
+        with self.calls.lock:
+            self.calls.open = False
+        self.calls.pump(self.chan, None)
+
     def _run(self, code: str) -> None:
         tree = compile(code, "<repl>", "exec", _ast.PyCF_ONLY_AST)
         last_expr = None
@@ -463,7 +580,10 @@ class Worker:
         name = header.get("name", "")
         if name not in self.ns:
             return {"op": "value", "found": False}
-        return {"op": "value", "found": True, **_encode_value(self.ns[name])}
+        try:
+            return {"op": "value", "found": True, **_encode_value(self.ns[name])}
+        except ValueError:
+            return {"op": "value", "found": False}
 
     def serve(self) -> None:
         while True:
@@ -571,6 +691,11 @@ def _sibling(name: str) -> Any:
     return importlib.import_module(f"{__package__}.{name}" if __package__ else name)
 
 
+_FUNCTION = type(_on_alarm)
+_PARTS = _operator.attrgetter("__code__", "__defaults__", "__kwdefaults__")
+_CONTENTS = _operator.attrgetter("cell_contents")
+
+
 def _as_text(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
@@ -586,14 +711,20 @@ def _is_module(value: Any) -> bool:
 
 
 def _encode_value(value: Any) -> dict[str, Any]:
-    """The answer as JSON where it is JSON-serialisable, else its str()."""
+    """The answer as JSON where it is JSON-serialisable, else its str(). One over
+    MAX_FINAL_CHARS is refused whole (ValueError): never cut and passed off as the answer.
+    The host checks the same cap on what it receives (`_received`)."""
     try:
         text = _framing.dumps(value)
-    except (TypeError, ValueError):
-        return {"text": str(value)[:MAX_FINAL_CHARS]}
-    if len(text) > MAX_FINAL_CHARS:
-        return {"text": str(value)[:MAX_FINAL_CHARS]}
-    return {"json": value}
+    except (TypeError, ValueError, RecursionError):
+        text = None
+    shown = str(value) if text is None else text
+    if len(shown) > MAX_FINAL_CHARS:
+        raise ValueError(
+            f"the answer is {len(shown):,} characters, more than the {MAX_FINAL_CHARS:,} "
+            "allowed; it was not accepted (give a shorter answer)"
+        )
+    return {"text": shown} if text is None else {"json": value}
 
 
 def _describe(value: Any) -> str:
