@@ -25,6 +25,7 @@ import _signal
 import _thread
 import builtins
 import io
+import mmap
 import os
 import resource
 import sys
@@ -267,6 +268,31 @@ class Calls:
                 self.sleepers.remove(sleeper)
 
 
+class Reserve:
+    """Address space held back for reporting a `MemoryError`: a block that fills memory up to
+    RLIMIT_AS leaves its data in the namespace, and formatting the error, importing
+    `traceback` and framing the result need room. An untouched anonymous mapping costs no
+    RAM, only address space, which is what the limit counts."""
+
+    SIZE = 8 << 20
+
+    def __init__(self) -> None:
+        self.held: mmap.mmap | None = None
+        self.refill()
+
+    def release(self) -> None:
+        if self.held is not None:
+            self.held.close()
+            self.held = None
+
+    def refill(self) -> None:
+        if self.held is None:
+            try:
+                self.held = mmap.mmap(-1, self.SIZE)
+            except (MemoryError, OSError):  # still full: try again after the next block
+                self.held = None
+
+
 class Worker:
     """One persistent namespace; executes blocks and relays sub-queries to the host."""
 
@@ -287,6 +313,7 @@ class Worker:
         self.exc_types: dict[str, type[Exception]] = {}
         self.max_output = 20_000
         self.tools: list[str] = []
+        self.reserve = Reserve()
 
     # ---- setup ---------------------------------------------------------------------------
     def init(self, header: dict[str, Any], body: bytes) -> dict[str, Any]:
@@ -535,6 +562,8 @@ class Worker:
         except SystemExit as exc:
             error = f"SystemExit({exc.code!r}): exiting is not allowed; the REPL goes on"
         except BaseException as exc:
+            if isinstance(exc, MemoryError):
+                self.reserve.release()  # room to report it while the block's data fills memory
             error = _format_exception(exc)
         finally:
             self._disarm()
@@ -545,6 +574,7 @@ class Worker:
         stdout, stdout_len = out.render()
         stderr, stderr_len = err.render()
         after = self._user_vars()
+        self.reserve.refill()
         return {
             "op": "result",
             "id": header.get("id"),
