@@ -24,7 +24,7 @@ from e2e_helpers import (
 )
 from recursa.engine import RLM
 from recursa.testing import LMRequest, ScriptedLM
-from recursa.trace.jsonl import read_trace
+from recursa.trace.reader import read_trace
 from test_e2e_core import QUESTION, _haystack_model, _needle_finder
 
 

@@ -21,7 +21,8 @@ from e2e_helpers import host_env, one_json_object, repl, root_requests, run_cli
 from recursa.engine import RLM
 from recursa.mining import DistillError, distill, load_pipeline
 from recursa.testing import FakeLMServer, LMRequest, ScriptedLM
-from recursa.trace.jsonl import JsonlTrace, read_trace
+from recursa.trace.jsonl import JsonlTrace
+from recursa.trace.reader import read_trace
 from recursa.trace.store import RunStore
 
 QUESTION = "What is the vault passphrase mentioned in the log?"

@@ -15,7 +15,7 @@ import pytest
 from e2e_helpers import observation_after, one_json_object, repl, root_requests, run_cli
 from recursa.engine import RLM
 from recursa.testing import LMRequest, ScriptedLM
-from recursa.trace.jsonl import read_trace
+from recursa.trace.reader import read_trace
 
 MAX_ITERATIONS = 30
 GAVE_UP = "FINAL(what I have: nothing certain)"

@@ -17,7 +17,7 @@ from e2e_helpers import host_env, repl, run_cli
 from recursa import context_files
 from recursa.context import from_path
 from recursa.testing import LMRequest, ScriptedLM
-from recursa.trace.jsonl import read_trace
+from recursa.trace.reader import read_trace
 from recursa.trace.replay import Recording, replay
 
 NEEDLE = "the magic number is 48213"

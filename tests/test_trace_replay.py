@@ -8,7 +8,7 @@ from pathlib import Path
 
 from e2e_helpers import run_cli
 from recursa.testing import FakeLMServer, LMRequest, ScriptedLM
-from recursa.trace.jsonl import read_trace
+from recursa.trace.reader import read_trace
 
 NEEDLE = "the magic number is 48213"
 

@@ -22,8 +22,9 @@ import pytest
 import recursa.sandbox
 from e2e_helpers import RECURSA, CliResult, host_env, repl, run_cli
 from recursa.cli import dispatch
+from recursa.events import RunStarted
 from recursa.testing import FakeLMServer, ScriptedLM
-from recursa.trace.jsonl import MAX_EVENTS, MAX_LINE_BYTES, read_trace
+from recursa.trace.reader import MAX_EVENTS, MAX_LINE_BYTES, read_trace
 from recursa.trace.store import RunStore, default_path
 from run_samples import record_run, scripted_model
 
@@ -411,3 +412,28 @@ def test_replay_refuses_a_malformed_context_reference_in_one_line(
     done = run_cli(["replay", str(trace), "--quiet"])
 
     assert "not a replayable recursa trace" in _one_error_line(done)
+
+
+@pytest.mark.parametrize(
+    ("row", "why"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested more than 200 deep"),
+        ('{"type": "block", "output": "torn', "not JSON"),
+        ("[1, 2]", "not an event (a JSON object with a type)"),
+    ],
+)
+@pytest.mark.parametrize("command", ["replay", "view", "mine", "distill"])
+def test_a_stored_run_with_a_hostile_event_row_ends_in_one_line(
+    command: str, row: str, why: str, tmp_path: Path
+) -> None:
+    """The run store is a file too: its rows are read by the same reader as a trace."""
+    store = RunStore()
+    run_id = store.save([RunStarted(question="q", model="m", sub_model=None, settings={},
+                                    contexts=[], system_prompt="s", run_id="abc123")])  # fmt: skip
+    with sqlite3.connect(default_path()) as db:
+        db.execute("UPDATE events SET event = ? WHERE run_id = ?", (row, run_id))
+    extra = ["--out", str(tmp_path / "out.html")] if command == "view" else []
+
+    line = _one_error_line(_cli([command, run_id, *extra]))
+
+    assert line.startswith(f"recursa: error: run {run_id} line 1: {why}"), line

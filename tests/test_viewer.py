@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from e2e_helpers import run_cli
 from recursa.cli import dispatch
 from recursa.testing import FakeLMServer
-from recursa.trace.jsonl import read_trace
+from recursa.trace.reader import read_trace
 from recursa.trace.viewer import Limits, load_trace, render_html
 from run_samples import (
     ANSWER,

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
+
+EVENT_TYPES: dict[str, type[Event]] = {}
+"""Every event class by its `type`, filled in as the classes below are made."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -24,8 +29,34 @@ class Event:
     """Which RLM of the tree: "0" is the root, "0.2" its third child, and so on."""
     depth: int = 0
 
+    def __init_subclass__(cls) -> None:
+        """Each event class is registered under its `type`, so `from_dict` finds it. (No
+        super() call: a slotted dataclass is a copy of the class its methods were made in.)"""
+        EVENT_TYPES[cls.type] = cls
+
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.type, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Event:
+        """The typed event a trace's dict stands for, its fields checked against their
+        declared types; keys this recursa does not know (a newer one's) are left out. An
+        unknown type, a missing field or a value of the wrong type is a ValueError."""
+        kind = data.get("type")
+        event_cls = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
+        if event_cls is None:
+            raise ValueError(f"not a known event type: {kind!r}")
+        hints = _hints(event_cls)
+        values: dict[str, Any] = {}
+        for f in fields(event_cls):
+            if f.name in data:
+                if not _fits(data[f.name], hints[f.name]):
+                    raise ValueError(f"{kind} event: {f.name} is not {_name(hints[f.name])}")
+                values[f.name] = data[f.name]
+        try:
+            return event_cls(**values)
+        except TypeError as exc:  # a required field is missing
+            raise ValueError(f"{kind} event: {exc}") from None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -208,6 +239,36 @@ class RunEnded(Event):
     error: str | None = None
     cancelled: bool = False
     """The run was cancelled (its task, Ctrl-C, a client that went away): status `error`."""
+
+
+_HINTS: dict[type[Event], dict[str, Any]] = {}
+
+
+def _hints(event_cls: type[Event]) -> dict[str, Any]:
+    """The declared type of each field (annotations are strings here: resolved once)."""
+    if event_cls not in _HINTS:
+        _HINTS[event_cls] = typing.get_type_hints(event_cls)
+    return _HINTS[event_cls]
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a field's declared type (an int fits a float field)."""
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if origin is types.UnionType or origin is typing.Union:
+        return any(_fits(value, arm) for arm in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if isinstance(value, bool):
+        return hint is bool
+    if hint is float:
+        return isinstance(value, int | float)
+    return isinstance(value, origin or hint)
+
+
+def _name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint)
 
 
 Listener = Callable[[Event], None]

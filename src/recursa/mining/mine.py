@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..trace.jsonl import read_events
+from ..trace.reader import read_events
 from ..trace.source import resolve_trace
 from ..trace.store import RunStore
 

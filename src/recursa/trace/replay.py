@@ -21,14 +21,14 @@ from ..context import Context, from_directory, from_file, from_path, from_text, 
 from ..context_files import mmap_threshold
 from ..engine import RLM, RunResult
 from ..errors import ConfigError, LMConnectionError, LMError, LMStatusError
-from ..events import BlockExecuted, Event, LMCallStarted, RunStarted
+from ..events import BlockExecuted, Event, LMCallEnded, LMCallStarted, RunStarted
 from ..gateway import CURRENT_CALL, messages_sha256
 from ..lm.base import Completion, LMClient, Message
 from ..lm.models import parse_model
 from ..lm.pricing import PriceTable
 from ..lm.retry import RetryPolicy
 from ..sandbox import resolve_backend
-from .jsonl import TraceFormatError, read_trace
+from .reader import TraceFormatError, read_trace
 from .source import TraceSource
 
 ROOT_PURPOSES = frozenset({"root", "extract", "compact"})
@@ -36,6 +36,8 @@ LOCAL_KINDS = frozenset({"run", "demo", "pipeline"})
 """Stored runs started from this user's command line, whose context paths this user named."""
 """Backends whose code can read this machine's files and reach its network."""
 EXCERPT = 300
+_INDEXED = frozenset({LMCallStarted.type, LMCallEnded.type, BlockExecuted.type})
+"""The events a replay serves from, read as typed events (`Event.from_dict`)."""
 
 
 class ReplayDiverged(LMError):
@@ -104,32 +106,35 @@ class Recording:
         _check_refs(starts[0].get("contexts") or [])
         ends = [e for e in events if e.get("type") == "run_end"]
         rec = cls(events=events, run_start=starts[0], run_end=ends[-1] if ends else None)
-        started: dict[int, dict[str, Any]] = {}
+        started: dict[int, LMCallStarted] = {}
         root: dict[str, list[_Outcome]] = defaultdict(list)
         sub: dict[tuple[str, str], list[_Outcome]] = defaultdict(list)
         for event in events:
             kind = event.get("type")
             if kind == "context_data":
                 rec.context_data[int(event["index"])] = event
-            elif kind == LMCallStarted.type:
-                started[event["call_id"]] = event
-            elif kind == "lm_call_end":
-                begin = started.get(event["call_id"], {})
-                outcome = _Outcome(
-                    text=event.get("text"),
-                    input_tokens=int(event.get("input_tokens") or 0),
-                    output_tokens=int(event.get("output_tokens") or 0),
-                    cost_usd=float(event.get("cost_usd") or 0.0),
-                    error=event.get("error"),
-                    status=event.get("status"),
-                    prompt_sha256=begin.get("prompt_sha256"),
-                )
-                if event.get("purpose") in ROOT_PURPOSES:
-                    root[event["rlm"]].append(outcome)
-                else:
-                    sub[(event["rlm"], begin.get("prompt_sha256") or "")].append(outcome)
-            elif kind == BlockExecuted.type:
-                rec.blocks[(event["rlm"], event["iteration"], event["index"])] = event["output"]
+            elif kind in _INDEXED:
+                typed = Event.from_dict(event)
+                if isinstance(typed, LMCallStarted):
+                    started[typed.call_id] = typed
+                elif isinstance(typed, LMCallEnded):
+                    begin = started.get(typed.call_id)
+                    sha = begin.prompt_sha256 if begin is not None else None
+                    outcome = _Outcome(
+                        text=typed.text,
+                        input_tokens=typed.input_tokens,
+                        output_tokens=typed.output_tokens,
+                        cost_usd=typed.cost_usd,
+                        error=typed.error,
+                        status=typed.status,
+                        prompt_sha256=sha,
+                    )
+                    if typed.purpose in ROOT_PURPOSES:
+                        root[typed.rlm].append(outcome)
+                    else:
+                        sub[(typed.rlm, sha or "")].append(outcome)
+                elif isinstance(typed, BlockExecuted):
+                    rec.blocks[(typed.rlm, typed.iteration, typed.index)] = typed.output
         rec.root_calls = {k: deque(v) for k, v in root.items()}
         rec.sub_calls = {k: deque(v) for k, v in sub.items()}
         return rec

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .jsonl import TraceFormatError, read_trace
+from .reader import TraceFormatError, read_trace
 from .store import RunNotFound, RunStore, StoredRun
 
 

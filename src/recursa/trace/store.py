@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..events import Event, RunEnded, RunStarted
+from .reader import parse_lines
 
 MIGRATIONS: list[str] = [
     # 1: runs and their events
@@ -189,11 +190,13 @@ class RunStore:
         return _run(rows[0])
 
     def events(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's events, read as strictly as a trace file: the store is a file too."""
         with self.connect() as db:
             rows = db.execute(
                 "SELECT event FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
             ).fetchall()
-        return [json.loads(row[0]) for row in rows]
+        events, _ = parse_lines((row[0] for row in rows), f"run {run_id}", tolerant=False)
+        return events
 
 
 _COLUMNS = (
