@@ -741,10 +741,12 @@ def _format_exception(exc: BaseException) -> str:
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename != "<repl>":
         tb = tb.tb_next
-    import traceback  # only when there is an error to show: it is slow to import
+    try:
+        import traceback  # only when there is an error to show: it is slow to import
 
-    lines = traceback.format_exception(type(exc), exc, tb)
-    text = "".join(lines)
+        text = "".join(traceback.format_exception(type(exc), exc, tb))
+    except MemoryError:  # model code holds what memory is left: the error line alone
+        text = f"{type(exc).__name__}: {exc}\n" if str(exc) else f"{type(exc).__name__}\n"
     return text if len(text) <= 4000 else text[:1500] + "\n...\n" + text[-2000:]
 
 
