@@ -142,7 +142,7 @@ def run_cli(
     return finish_cli(start_cli(args, env=env, stdin=stdin), stdin=stdin, timeout=timeout)
 
 
-WORKER_SCRIPT = "recursa/sandbox/worker.py"
+WORKER_SCRIPT = "recursa/sandbox/inside/worker.py"
 
 
 def _cmdline(pid: int) -> str:

@@ -28,8 +28,8 @@ from recursa.actions.kernel import ActionResult
 from recursa.actions.schema import ADAPTER
 from recursa.context import from_path, from_text
 from recursa.events import Event
-from recursa.sandbox import _mapped
-from recursa.sandbox._mapped import MappedText
+from recursa.sandbox.inside import mapped as _mapped
+from recursa.sandbox.inside.mapped import MappedText
 from recursa.testing import ScriptedLM
 
 LOG = "".join(

@@ -14,12 +14,12 @@ import pytest
 from recursa import RLM
 from recursa.sandbox import (
     ContextPayload,
-    _framing,
     bwrap_problem,
     landlock_problem,
     make_sandbox,
 )
 from recursa.sandbox.base import StreamedTexts
+from recursa.sandbox.inside import framing
 from recursa.testing import LMRequest, ScriptedLM
 
 BACKENDS = [
@@ -91,22 +91,22 @@ def test_a_prompt_that_is_not_valid_text_is_refused_in_the_block(backend: str) -
 
 
 def test_small_calls_stay_one_json_frame() -> None:
-    frame = _framing.OutgoingCall({"op": "call", "id": 1, "fn": "f", "args": {"prompt": "hi"}})
+    frame = framing.OutgoingCall({"op": "call", "id": 1, "fn": "f", "args": {"prompt": "hi"}})
     (whole,) = frame.parts()
     assert whole.endswith(b'"args":{"prompt":"hi"}}') and frame.body_size == 0
 
 
 def test_a_large_call_is_written_prompt_by_prompt_and_reads_back_whole() -> None:
     prompts = ["x" * 600_000, "ö" * 300_000]  # over SMALL_FRAME together
-    frame = _framing.OutgoingCall(
+    frame = framing.OutgoingCall(
         {"op": "call", "id": 7, "fn": "llm_query_batched", "args": {"prompts": prompts}}
     )
     parts = list(frame.parts())
     assert [len(p) for p in parts[2:]] == [600_000, 600_000]  # one write per prompt
-    _, body_len = _framing.parse_prefix(parts[0], _framing.MAX_CALL)
-    header = _framing.decode_header(parts[1])
+    _, body_len = framing.parse_prefix(parts[0], framing.MAX_CALL)
+    header = framing.decode_header(parts[1])
     assert header["texts"] == {"prompts": [600_000, 600_000]} and "prompts" not in header["args"]
-    assert _framing.text_layout(header, body_len) == [("prompts", [600_000, 600_000], False)]
+    assert framing.text_layout(header, body_len) == [("prompts", [600_000, 600_000], False)]
     assert frame.plain()["args"]["prompts"] == prompts
 
 
@@ -124,8 +124,8 @@ def test_a_large_call_is_written_prompt_by_prompt_and_reads_back_whole() -> None
 def test_a_frame_whose_text_layout_does_not_hold_is_a_protocol_violation(
     header: dict[str, Any],
 ) -> None:
-    with pytest.raises(_framing.FrameError):
-        _framing.text_layout(header, 3)
+    with pytest.raises(framing.FrameError):
+        framing.text_layout(header, 3)
 
 
 def _reader(texts: list[str]) -> tuple[StreamedTexts, list[int]]:

@@ -34,7 +34,7 @@ FORGE = textwrap.dedent(
         while f.f_code.co_name != 'execute':
             f = f.f_back
         frame = {'id': f.f_locals['header']['id'], **frame}
-        framing = sys.modules['_framing']
+        framing = sys.modules['framing']
         worker.chan.write_parts([framing.encode(frame) * repeat])
     """
 )
@@ -72,7 +72,7 @@ def test_a_forged_result_holds_no_more_output_than_the_caps(serve, backend: str)
 
 
 def test_a_forged_final_over_the_cap_is_refused_not_cut(serve, monkeypatch) -> None:
-    monkeypatch.setattr("recursa.sandbox._received.MAX_FINAL", 1_000)
+    monkeypatch.setattr("recursa.sandbox.received.MAX_FINAL", 1_000)
     blocks = [
         repl(FORGE + "forge({'op': 'result', 'final': {'kind': 'value', 'text': 'y' * 5_000}})"),
         repl("FINAL('short')"),
@@ -167,7 +167,7 @@ def test_a_call_over_the_size_cap_costs_the_worker_even_when_the_worker_lets_it_
     serve, monkeypatch
 ) -> None:
     monkeypatch.setattr(
-        "recursa.sandbox._framing.MAX_CALL", 100_000
+        "recursa.sandbox.inside.framing.MAX_CALL", 100_000
     )  # the host's, not the worker's
     blocks = [
         repl("kept = 1\nrlm_query('q', context={'big': 'x' * 200_000})"),

@@ -173,7 +173,7 @@ def test_a_pipeline_gets_a_large_file_as_the_repl_would_mapped_unless_the_thresh
 def test_a_pipelines_directory_maps_its_large_files_as_the_repl_does(tmp_path: Path) -> None:
     from recursa.context import from_path
     from recursa.mining.pipeline import context_value
-    from recursa.sandbox._mapped import MappedText
+    from recursa.sandbox.inside.mapped import MappedText
 
     (tmp_path / "big.log").write_text("x" * 5_000 + "\nneedle\n")
     (tmp_path / "small.txt").write_text("tiny")

@@ -1,4 +1,4 @@
-"""The memory-mapped text (sandbox/_mapped.py) against the same operations on a plain str.
+"""The memory-mapped text (sandbox/inside/mapped.py) against the same operations on a plain str.
 
 Every property writes a file (UTF-8 text with multibyte characters and every kind of line
 break, or arbitrary bytes, which decode with U+FFFD replacements), maps it with tiny windows,
@@ -21,8 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recursa.sandbox import _mapped
-from recursa.sandbox._mapped import MappedText
+from recursa.sandbox.inside import mapped as _mapped
+from recursa.sandbox.inside.mapped import MappedText
 
 PIECES = ["a", "b", "ab", "é", "€", "😀", "\n", "\r", "\r\n", "\x85", "\u2028", "\x0c", " "]
 texts = st.lists(st.sampled_from(PIECES), max_size=40).map("".join)

@@ -24,7 +24,7 @@ from recursa import RLM
 from recursa.cli import dispatch
 from recursa.errors import ConfigError, SandboxError
 from recursa.sandbox import ContextPayload, LandlockSandbox, landlock_problem, resolve_backend
-from recursa.sandbox._confine import ARCHES, protections, seccomp_program
+from recursa.sandbox.inside.confine import ARCHES, protections, seccomp_program
 from recursa.sandbox.landlock import landlock_abi
 from recursa.testing import ScriptedLM
 from test_hostile_code import loopback_server  # noqa: F401 (a fixture)

@@ -18,19 +18,19 @@ from recursa.engine import RLM
 from recursa.errors import ConfigError
 from recursa.sandbox import (
     ContextPayload,
-    _limits,
     bwrap_problem,
     docker_problem,
     landlock_problem,
     make_sandbox,
     resolve_backend,
 )
-from recursa.sandbox._received import Malformed, block_result
+from recursa.sandbox import limits as _limits
 from recursa.sandbox.bwrap import _userns_flags
 from recursa.sandbox.docker import client_env, docker_argv
+from recursa.sandbox.inside.worker import CappedText, _put_back
 from recursa.sandbox.process import _tree
+from recursa.sandbox.received import Malformed, block_result
 from recursa.sandbox.threats import ATTACKS, BACKEND_ORDER, markdown_table
-from recursa.sandbox.worker import CappedText, _put_back
 from recursa.testing import ScriptedLM
 
 ROOT = Path(__file__).resolve().parent.parent

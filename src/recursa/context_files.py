@@ -3,7 +3,7 @@
 A file of at least `mmap_threshold()` bytes (64 MiB unless RECURSA_MMAP_THRESHOLD or an
 explicit `mmap_threshold=` says otherwise) becomes a context of kind `file`: the host never
 reads it whole. Only its path crosses into the sandbox, and the worker maps it itself
-(`sandbox/_mapped.py`, a `MappedText`). The host reads a few MiB: the head for the
+(`sandbox/inside/mapped.py`, a `MappedText`). The host reads a few MiB: the head for the
 description, and evenly spaced samples for the fingerprint recorded in traces.
 
 A `.jsonl` / `.ndjson` file below the threshold becomes a list of records (kind `json`);
@@ -131,7 +131,7 @@ MAPPED_IN_DIR = (
 
 
 def mapped_in_dir(files: list[tuple[str, int]], threshold: int) -> int:
-    """How many of a directory's files the worker maps (LazyDir in sandbox/worker.py)."""
+    """How many of a directory's files the worker maps (LazyDir in sandbox/inside/worker.py)."""
     return sum(1 for _, size in files if size and size >= threshold)
 
 

@@ -53,8 +53,8 @@ def _probe_landlock() -> tuple[str | None, dict[str, Any]]:
 def diagnose() -> dict[str, Any]:
     """The whole report, as JSON-ready values."""
     from .sandbox import bwrap_problem, docker_problem, resolve_backend
-    from .sandbox._limits import cgroup_problem
     from .sandbox.landlock import landlock_abi
+    from .sandbox.limits import cgroup_problem
 
     landlock, confined = _probe_landlock()
     docker = docker_problem()

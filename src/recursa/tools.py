@@ -14,23 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError
-
-RESERVED = frozenset(
-    {
-        "context",
-        "history",
-        "llm_query",
-        "llm_query_batched",
-        "rlm_query",
-        "rlm_query_batched",
-        "FINAL",
-        "FINAL_VAR",
-        "SUBMIT",
-        "SHOW_VARS",
-        "BudgetExceeded",
-        "LLMQueryError",
-    }
-)
+from .sandbox.inside.names import RESERVED
 
 
 @dataclass(frozen=True, slots=True)

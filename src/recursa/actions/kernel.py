@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from ..context import Context
 from ..errors import BudgetExceeded, ConfigError, LMError
 from ..events import BudgetRefused, ToolCalled
-from ..sandbox._mapped import STR_LIMIT, MappedText
+from ..sandbox.inside.mapped import STR_LIMIT, MappedText
 from ..signature import Signature, SignatureError, parse_signature
 from . import prompts
 from . import schema as s

@@ -29,15 +29,15 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..protocol import parse_turn
+from ..sandbox.inside.names import HELPERS, REPL_NAMES, RESERVED
 from ..trace.store import RunStore
-from .mine import HELPERS, MALFORMED, SUB_PURPOSES, TraceRun, error_kind, load_runs
+from .mine import MALFORMED, SUB_PURPOSES, TraceRun, error_kind, load_runs
 
 
 class DistillError(ConfigError):
     """The run cannot be distilled (not successful, no code path, a broken dependency)."""
 
 
-REPL_NAMES = frozenset({*HELPERS, "BudgetExceeded", "LLMQueryError", "context", "history"})
 BUILTIN_NAMES = frozenset(dir(builtins))
 MUTATING_METHODS = frozenset(
     {
@@ -479,7 +479,7 @@ def _may_change_arguments(func: ast.AST, modules: set[str]) -> bool:
 
 def _check_names(plan: Plan, blocks: list[Block]) -> None:
     """A name the kept code reads must come from kept code, the REPL or Python itself."""
-    known = set(REPL_NAMES) | BUILTIN_NAMES | {"question"}
+    known = set(RESERVED) | BUILTIN_NAMES | {"question"}
     for block in plan.kept:
         known |= block.binds | block.local
     missing: set[str] = set()
@@ -588,7 +588,7 @@ def render(plan: Plan, facts: dict[str, Any], *, name: str = "") -> str:
         "        sub_model, question=question, context=context, pipeline=__file__, **options",
         f"    ) as {pipe}:",
     ]
-    bound = [n for n in _BINDINGS if n in used or n == "FINAL"]
+    bound = [n for n in REPL_NAMES if n in used or n == "FINAL"]
     for group in _groups(bound):
         targets = ", ".join(group)
         values = ", ".join(f"{pipe}.{n}" for n in group)
@@ -629,20 +629,6 @@ def render(plan: Plan, facts: dict[str, Any], *, name: str = "") -> str:
             "the recorded code cannot run inside a function as written"
         ) from None
     return program
-
-
-_BINDINGS = (
-    "llm_query",
-    "llm_query_batched",
-    "rlm_query",
-    "rlm_query_batched",
-    "FINAL",
-    "FINAL_VAR",
-    "SUBMIT",
-    "SHOW_VARS",
-    "BudgetExceeded",
-    "LLMQueryError",
-)
 
 
 def _groups(names: list[str]) -> list[list[str]]:

@@ -22,21 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..sandbox.inside.names import HELPERS
 from ..trace.reader import read_events
 from ..trace.source import resolve_trace
 from ..trace.store import RunStore
 
-HELPERS = (
-    "llm_query",
-    "llm_query_batched",
-    "rlm_query",
-    "rlm_query_batched",
-    "FINAL",
-    "FINAL_VAR",
-    "SUBMIT",
-    "SHOW_VARS",
-)
-"""The names the REPL gives model code (tools are added per run, from its settings)."""
 SUB_PURPOSES = frozenset({"sub", "leaf"})
 """LM calls made from code: llm_query (sub) and rlm_query at the depth limit (leaf)."""
 _TOTAL = re.compile(r"\n\.\.\. \[([\d,]+) characters in all\]$")

@@ -37,8 +37,8 @@ from ..gateway import ClientPool, Gateway
 from ..lm.base import LMClient
 from ..lm.pricing import PriceTable
 from ..lm.retry import RetryPolicy
-from ..sandbox._mapped import MappedText
-from ..sandbox.worker import LazyDir
+from ..sandbox.inside.mapped import MappedText
+from ..sandbox.inside.worker import LazyDir
 from ..trace.jsonl import JsonlTrace
 
 

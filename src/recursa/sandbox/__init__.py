@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ConfigError
-from ._limits import process_cap_problem
 from .base import BlockResult, CallHandler, ContextPayload, Sandbox
 from .bwrap import BwrapSandbox, bwrap_problem
 from .docker import DockerSandbox, docker_problem
 from .landlock import LandlockSandbox, landlock_problem
+from .limits import process_cap_problem
 from .process import SubprocessSandbox
 
 BACKENDS = ("auto", "subprocess", "bwrap", "landlock", "local", "docker")

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import _limits
+from . import limits
 from .base import ContextPayload
 from .process import WORKER_PATH, SubprocessSandbox
 
@@ -123,5 +123,5 @@ class BwrapSandbox(SubprocessSandbox):
 
     def command(self, payload: ContextPayload) -> list[str]:
         dirs = payload.host_paths()  # directory roots and mapped files, bound read-only
-        memory = self.limits.memory_mib * _limits.MIB if self.limits else None
+        memory = self.limits.memory_mib * limits.MIB if self.limits else None
         return bwrap_argv(self.python, dirs, memory)

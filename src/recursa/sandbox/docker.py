@@ -22,8 +22,8 @@ import sys
 import uuid
 from typing import Any
 
-from . import _limits
 from .base import ContextPayload
+from .limits import MIB, WorkerLimits, die_with_parent
 from .process import WORKER_PATH, SubprocessSandbox, clean_env
 
 CONTAINER_DIR = "/opt/recursa"
@@ -76,7 +76,7 @@ def client_env() -> dict[str, str]:
 def docker_argv(
     name: str,
     image: str,
-    limits: _limits.WorkerLimits,
+    limits: WorkerLimits,
     dirs: list[str],
     docker: str = "docker",
 ) -> list[str]:
@@ -91,7 +91,7 @@ def docker_argv(
         "--memory", memory, "--memory-swap", memory,
         "--cpus", "1",
         "--pids-limit", str(limits.max_procs),
-        "--ulimit", f"fsize={limits.file_mib * _limits.MIB}",
+        "--ulimit", f"fsize={limits.file_mib * MIB}",
         "--ulimit", f"cpu={limits.cpu_seconds}",
         "--ulimit", "core=0",
         "--tmpfs", f"/tmp:rw,nosuid,nodev,size={memory}",
@@ -131,13 +131,13 @@ class DockerSandbox(SubprocessSandbox):
     def preexec(self) -> Any:
         # Only die with the host: rlimits on the Go client would break it, and the
         # container carries the real limits.
-        return _limits.die_with_parent()
+        return die_with_parent()
 
     def init_options(self) -> dict[str, Any]:
         # Docker has no address-space ulimit: the worker sets it on itself, so that a memory
         # bomb meets a MemoryError before the container's OOM killer.
         assert self.limits is not None
-        return {"rlimits": {"as": self.limits.memory_mib * _limits.MIB}}
+        return {"rlimits": {"as": self.limits.memory_mib * MIB}}
 
     def describe_limits(self) -> dict[str, Any]:
         assert self.limits is not None

@@ -2,7 +2,7 @@
 
 Started like the subprocess backend (clean environment, private temporary folder, resource
 limits, cgroup where one can be made, non-dumpable host), the worker then confines itself
-while it handles `init`, before any model code runs (`_confine`, standard library only):
+while it handles `init`, before any model code runs (`inside/confine.py`, standard library only):
 Landlock lets it read only the system and Python folders bubblewrap would bind, its contexts
 and its own /proc entry, and write only its temporary folder; a seccomp filter refuses every
 new socket, ptrace, mounts and namespaces. It reports what it applied in its `ready` frame.
@@ -24,25 +24,25 @@ DEVICES_WRITE = ("/dev/null",)
 def landlock_problem() -> str | None:
     """Why the landlock backend cannot confine a worker here, or None when it can."""
     try:
-        from . import _confine
+        from .inside import confine
     except OSError as exc:  # no C library to call
         return f"no system calls from Python here: {exc}"
-    return _confine.problem()
+    return confine.problem()
 
 
 def landlock_abi() -> int:
     """The kernel's Landlock ABI version (0: none)."""
-    from . import _confine
+    from .inside import confine
 
-    return _confine.abi()
+    return confine.abi()
 
 
 def landlock_summary() -> str:
     """What a landlock worker is confined by on this kernel, in one line."""
-    from . import _confine
+    from .inside import confine
 
-    version = _confine.abi()
-    return f"Landlock ABI {version}: " + ", ".join(_confine.protections(version))
+    version = confine.abi()
+    return f"Landlock ABI {version}: " + ", ".join(confine.protections(version))
 
 
 class LandlockSandbox(SubprocessSandbox):
@@ -68,10 +68,10 @@ class LandlockSandbox(SubprocessSandbox):
     def on_ready(self, reply: dict[str, Any]) -> None:
         """The worker must report exactly the protections this kernel allows: the progress
         line and `recursa doctor` say what they are before any worker starts."""
-        from . import _confine
+        from .inside import confine
 
         confined = reply.get("confined")
-        expected = _confine.protections(_confine.abi())
+        expected = confine.protections(confine.abi())
         if not isinstance(confined, dict) or confined.get("protections") != expected:
             raise OSError(f"the worker did not confine itself as expected: {confined!r}")
         self.confinement = confined

@@ -23,9 +23,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import _received
-from . import worker as _worker
+from . import received
 from .base import BlockResult, CallHandler, ContextPayload
+from .inside import worker as worker_module
 from .process import reply_for
 
 WARNING = (
@@ -90,7 +90,7 @@ def _unroute() -> None:
                     setattr(sys, attr, stream.inner)
 
 
-class _LocalWorker(_worker.Worker):
+class _LocalWorker(worker_module.Worker):
     """The worker's REPL, driven from a thread of the host instead of a channel."""
 
     def __init__(self, box: LocalSandbox) -> None:
@@ -284,7 +284,7 @@ class LocalSandbox:
             reply = await asyncio.wait_for(asyncio.shield(future), self.cell_timeout)
         except TimeoutError:
             return None
-        return _received.value_reply(reply)
+        return received.value_reply(reply)
 
 
 def _serve_jobs(jobs: queue.SimpleQueue[Any]) -> None:
@@ -305,7 +305,7 @@ def _serve_jobs(jobs: queue.SimpleQueue[Any]) -> None:
                 thread.busy = False  # type: ignore[attr-defined]
             with contextlib.suppress(RuntimeError):  # the loop may be closed by now
                 loop.call_soon_threadsafe(_settle, future, value, error)
-        except _worker.CellTimeout:
+        except worker_module.CellTimeout:
             continue  # an interrupt that arrived just after its block ended
 
 
@@ -319,7 +319,7 @@ def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None
 
 
 def _local_result(future: asyncio.Future[Any], max_output: int) -> BlockResult:
-    return _received.block_result(future.result(), max_output)
+    return received.block_result(future.result(), max_output)
 
 
 def _interrupt(thread: threading.Thread | None) -> None:
@@ -327,5 +327,5 @@ def _interrupt(thread: threading.Thread | None) -> None:
     if thread is None or thread.ident is None:
         return
     ctypes.pythonapi.PyThreadState_SetAsyncExc(
-        ctypes.c_ulong(thread.ident), ctypes.py_object(_worker.CellTimeout)
+        ctypes.c_ulong(thread.ident), ctypes.py_object(worker_module.CellTimeout)
     )

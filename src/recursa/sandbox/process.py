@@ -2,7 +2,7 @@
 
 The worker gets an environment built from nothing, a private temporary working directory,
 a session of its own (so a terminal's Ctrl-C reaches the host, which then ends the whole
-process group), resource limits (`_limits`: address space, CPU time, file size, processes)
+process group), resource limits (`limits`: address space, CPU time, file size, processes)
 and, under root, no capabilities. It still runs as the host's user, with the host's view of
 files and network: see docs/SANDBOX.md. Wrapping the command (bubblewrap, docker) is left to
 subclasses.
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BudgetExceeded, SandboxError
-from . import _framing, _limits, _received
+from . import limits, received
 from .base import (
     NO_BODY,
     BlockResult,
@@ -35,8 +35,9 @@ from .base import (
     PayloadBody,
     StreamedTexts,
 )
+from .inside import framing
 
-WORKER_PATH = Path(__file__).with_name("worker.py")
+WORKER_PATH = Path(__file__).parent / "inside" / "worker.py"
 STDERR_TAIL = 4096
 MAX_FRAMES_PER_BLOCK = 100_000
 """Frames (calls, stale or unknown ones) the host reads for one block; past it, the worker
@@ -88,17 +89,17 @@ class SubprocessSandbox:
         python: str | None = None,
         interrupt_grace: float = 2.0,
         memory_limit: int | None = None,
-        max_procs: int = _limits.DEFAULT_MAX_PROCS,
+        max_procs: int = limits.DEFAULT_MAX_PROCS,
         cpu_limit: int | None = None,
-        file_limit: int = _limits.DEFAULT_FILE_MIB,
+        file_limit: int = limits.DEFAULT_FILE_MIB,
     ) -> None:
         """`memory_limit` (MiB): the address space of each worker process, and of its whole
         tree where a cgroup can be made; default 2 GiB plus six times the context.
         `max_procs`: processes and threads of the tree. `cpu_limit`: CPU seconds over the
         worker's life (default: an hour, or 60 cell timeouts). `file_limit` (MiB): the
         largest file the worker may write."""
-        if memory_limit is not None and memory_limit < _limits.MIN_MEMORY_MIB:
-            raise ValueError(f"memory_limit must be at least {_limits.MIN_MEMORY_MIB} MiB")
+        if memory_limit is not None and memory_limit < limits.MIN_MEMORY_MIB:
+            raise ValueError(f"memory_limit must be at least {limits.MIN_MEMORY_MIB} MiB")
         self.cell_timeout = cell_timeout
         self.max_output = max_output
         self.python = python or sys.executable
@@ -107,8 +108,8 @@ class SubprocessSandbox:
         self.max_procs = max_procs
         self.cpu_limit = cpu_limit
         self.file_limit = file_limit
-        self.limits: _limits.WorkerLimits | None = None
-        self.cgroup: _limits.Cgroup | None = None
+        self.limits: limits.WorkerLimits | None = None
+        self.cgroup: limits.Cgroup | None = None
         self.limits_in_force: dict[str, Any] = {}
         """What bounds the running worker: memory_mib, processes ('cgroup', 'rlimit' or
         None), memory_tree (True where a cgroup bounds the whole tree's memory)."""
@@ -146,10 +147,10 @@ class SubprocessSandbox:
         self.workdir = tempfile.mkdtemp(prefix="recursa-")
         await self._spawn()
 
-    def worker_limits(self, payload: ContextPayload) -> _limits.WorkerLimits:
-        memory = self.memory_limit or _limits.default_memory_mib(len(payload.body))
-        cpu = self.cpu_limit or _limits.default_cpu_seconds(self.cell_timeout)
-        return _limits.WorkerLimits(memory, cpu, self.file_limit, self.max_procs)
+    def worker_limits(self, payload: ContextPayload) -> limits.WorkerLimits:
+        memory = self.memory_limit or limits.default_memory_mib(len(payload.body))
+        cpu = self.cpu_limit or limits.default_cpu_seconds(self.cell_timeout)
+        return limits.WorkerLimits(memory, cpu, self.file_limit, self.max_procs)
 
     def environment(self) -> dict[str, str]:
         """The environment the started command gets (built from nothing)."""
@@ -164,11 +165,11 @@ class SubprocessSandbox:
         self.limits = self.worker_limits(payload)
         self._drop_cgroup()
         if self.use_cgroup:
-            self.cgroup = _limits.Cgroup.create(
-                self.limits.max_procs, self.limits.memory_mib * _limits.MIB
+            self.cgroup = limits.Cgroup.create(
+                self.limits.max_procs, self.limits.memory_mib * limits.MIB
             )
         if self.drop_caps:
-            _limits.guard_host()
+            limits.guard_host()
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 *self.command(payload),
@@ -241,7 +242,7 @@ class SubprocessSandbox:
                 raise OSError("the worker process did not appear under its wrapper")
             time.sleep(0.0005)
         procs = tuple(self.cgroup.procs_files) if self.cgroup else ()
-        _limits.apply_to_running(tree, self.limits, procs, join=tree[-1])
+        limits.apply_to_running(tree, self.limits, procs, join=tree[-1])
 
     def preexec(self) -> Any:
         """A function to run in the child before exec, or None. None for the workers: with
@@ -259,7 +260,7 @@ class SubprocessSandbox:
                 "parent": os.getpid(),
                 "subreaper": True,
                 "drop_caps": root,
-                "last_cap": _limits.last_cap() if root else 0,
+                "last_cap": limits.last_cap() if root else 0,
             }
         }
 
@@ -336,10 +337,10 @@ class SubprocessSandbox:
         assert proc.stdin is not None
         async with self._write_lock:
             try:
-                if len(body) <= _framing.SMALL_FRAME:
-                    proc.stdin.write(_framing.encode(header, bytes(body)))
+                if len(body) <= framing.SMALL_FRAME:
+                    proc.stdin.write(framing.encode(header, bytes(body)))
                 else:
-                    proc.stdin.write(b"".join(_framing.encode_parts(header, b"", len(body))))
+                    proc.stdin.write(b"".join(framing.encode_parts(header, b"", len(body))))
                     for chunk in body.chunks():
                         await proc.stdin.drain()
                         proc.stdin.write(chunk)
@@ -358,15 +359,15 @@ class SubprocessSandbox:
             if streaming.broken is not None:
                 raise WorkerGone(f"a call's prompts could not be read: {streaming.broken!r}")
         try:
-            prefix = await stdout.readexactly(_framing.PREFIX_SIZE)
-            header_len, body_len = _framing.parse_prefix(prefix, max_body=_framing.MAX_CALL)
-            header = _framing.decode_header(await stdout.readexactly(header_len))
-            if header["op"] == "call" and header_len + body_len > _framing.MAX_CALL:
-                raise _framing.FrameError(
-                    f"a call of {header_len + body_len} bytes exceeds {_framing.MAX_CALL}"
+            prefix = await stdout.readexactly(framing.PREFIX_SIZE)
+            header_len, body_len = framing.parse_prefix(prefix, max_body=framing.MAX_CALL)
+            header = framing.decode_header(await stdout.readexactly(header_len))
+            if header["op"] == "call" and header_len + body_len > framing.MAX_CALL:
+                raise framing.FrameError(
+                    f"a call of {header_len + body_len} bytes exceeds {framing.MAX_CALL}"
                 )
             if body_len:  # a call's prompts: each read and decoded on its own
-                layout = _framing.text_layout(header, body_len)
+                layout = framing.text_layout(header, body_len)
                 for number, (name, lengths, single) in enumerate(layout, 1):
                     if number == len(layout) and header.get("fn") == "llm_query_batched":
                         # the last in the body: left in the pipe until each is sent
@@ -384,7 +385,7 @@ class SubprocessSandbox:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self.proc.wait()), 1.0)
             raise WorkerGone(self._death_note()) from None
-        except _framing.FrameError as exc:
+        except framing.FrameError as exc:
             raise WorkerGone(f"the worker sent malformed data on its channel ({exc})") from None
 
     async def _drain_stderr(self, proc: asyncio.subprocess.Process) -> None:
@@ -473,8 +474,8 @@ class SubprocessSandbox:
                         task.add_done_callback(call_done)
                     elif op == "result" and header.get("id") == exec_id:
                         try:
-                            return _received.block_result(header, self.max_output)
-                        except _received.Malformed as exc:
+                            return received.block_result(header, self.max_output)
+                        except received.Malformed as exc:
                             raise WorkerGone(str(exc)) from None
                     frames += 1
                     if frames > MAX_FRAMES_PER_BLOCK:
@@ -506,7 +507,7 @@ class SubprocessSandbox:
             if isinstance(streamed, StreamedTexts):
                 streamed.abandon(exc)
             raise
-        except (asyncio.IncompleteReadError, _framing.FrameError, OSError):
+        except (asyncio.IncompleteReadError, framing.FrameError, OSError):
             return  # the channel broke mid-call: the block's reader reports the worker gone
         with contextlib.suppress(WorkerGone):
             await self._send(reply)
@@ -570,7 +571,7 @@ class SubprocessSandbox:
             reply = await asyncio.wait_for(self._read(), self.cell_timeout)
         except (WorkerGone, TimeoutError):
             return None
-        return _received.value_reply(reply)
+        return received.value_reply(reply)
 
 
 async def reply_for(header: dict[str, Any], handler: CallHandler) -> dict[str, Any]:
@@ -600,7 +601,7 @@ async def _read_text(stream: asyncio.StreamReader, size: int) -> str:
     try:
         return (await stream.readexactly(size)).decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise _framing.FrameError(f"a call's text is not UTF-8: {exc}") from None
+        raise framing.FrameError(f"a call's text is not UTF-8: {exc}") from None
 
 
 def _within(path: str, roots: list[str]) -> bool:
@@ -671,7 +672,7 @@ def _kill_descendants(root: int) -> None:
             return
 
 
-def _kill_group(proc: asyncio.subprocess.Process, cgroup: _limits.Cgroup | None = None) -> None:
+def _kill_group(proc: asyncio.subprocess.Process, cgroup: limits.Cgroup | None = None) -> None:
     """End the worker and everything it started: its process group, any descendant that
     left the group (the worker is their subreaper, so they stay in its tree), and anything
     left in its cgroup. Once the worker is reaped its pid may belong to another process, so

@@ -14,8 +14,8 @@ recursa, the text it read, and what recursa makes of it.
 Wall time: the `run` call alone (imports and reading the file excluded). Peak memory: the
 host's VmHWM during the run (reset just before it through /proc/self/clear_refs: reading
 the file, the caller's own work, briefly holds its bytes and its text) plus that of every
-process under it (the worker, and bwrap's two small helper
-processes when the default backend is bwrap), read from /proc at each `block` event (a
+process under it (the worker, the cgroup watchdog where a cgroup is made, and bwrap's two
+small helper processes when the default backend is bwrap), read from /proc at each `block` event (a
 high-water mark only grows, so the last read holds the peak), as a multiple of the input
 size. The peaks need not coincide, so their sum is an upper bound of the peak of all.
 
@@ -68,7 +68,7 @@ def child(path: str, url: str) -> None:
     def on_event(event: Any) -> None:
         if event.type != "block":
             return
-        # every process under the host: the worker, and bwrap's two helpers when it is used
+        # every process under the host: the worker, the watchdog, bwrap's two helpers
         for pid in descendants_of(os.getpid()):
             hwm[pid] = max(hwm.get(pid, 0), proc_status_kb(pid, "VmHWM") or 0)
             argv = cmdline(pid).split(" ")
@@ -187,7 +187,7 @@ def main() -> list[Result]:
                     else "; the peak could not be reset, so it includes reading the file"
                 )
                 + f"), worker peak {worker / MB:.0f} MB"
-                + (f", bwrap helpers {helpers / MB:.0f} MB" if helpers > 0 else "")
+                + (f", helpers (bwrap, watchdog) {helpers / MB:.0f} MB" if helpers > 0 else "")
                 + f"; input {size / MB:.0f} MB"
             ),
             extra={"host_hwm_mb": host / MB, "worker_hwm_mb": worker / MB, "sandbox": backend},

@@ -1,6 +1,6 @@
 """The REPL worker. It runs INSIDE the sandbox as `python -I -S worker.py`.
 
-It imports nothing from recursa but `_framing` (found beside this file), holds no secret,
+It imports nothing from recursa but `framing` (found beside this file), holds no secret,
 and talks to the host only through two private file descriptors: the standard streams are
 moved aside first, so model-written code that prints or writes to fd 1 cannot corrupt the
 channel. Sub-queries leave the sandbox as `call` frames and block until the host replies.
@@ -41,10 +41,10 @@ BUILTINS_VALUES = list(BUILTINS_SNAPSHOT.values())
 globals()["__builtins__"] = dict(BUILTINS_SNAPSHOT)  # every function below is bound to this copy
 
 try:  # imported as part of recursa (the local backend)
-    from . import _framing
+    from . import framing
 except ImportError:  # run as a script inside the sandbox
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import _framing
+    import framing
 
 _os_read, _os_write = os.read, os.write
 _setitimer, _ITIMER_REAL = _signal.setitimer, _signal.ITIMER_REAL
@@ -81,15 +81,15 @@ class Channel:
         return b"".join(chunks)
 
     def read(self) -> tuple[dict[str, Any], bytes]:
-        header_len, body_len = _framing.parse_prefix(
-            self._read_exact(_framing.PREFIX_SIZE), MAX_HOST_BODY
+        header_len, body_len = framing.parse_prefix(
+            self._read_exact(framing.PREFIX_SIZE), MAX_HOST_BODY
         )
-        header = _framing.decode_header(self._read_exact(header_len))
+        header = framing.decode_header(self._read_exact(header_len))
         body = self._read_exact(body_len) if body_len else b""
         return header, body
 
     def write(self, header: dict[str, Any], body: bytes = b"") -> None:
-        self.write_parts(_framing.coalesce(_framing.encode_parts(header, body)))
+        self.write_parts(framing.coalesce(framing.encode_parts(header, body)))
 
     def write_parts(self, parts: Any) -> None:
         """Write the byte strings of `parts` in order (an iterable: produced as written)."""
@@ -158,7 +158,7 @@ class CappedText(io.TextIOBase):
 
 class LazyDir(_collections_abc.Mapping):
     """A directory context: relative path -> text, each file read when it is first asked for.
-    A file of at least `mmap_threshold` bytes is a MappedText instead (see _mapped.py), as
+    A file of at least `mmap_threshold` bytes is a MappedText instead (see mapped.py), as
     a `file` context is: reading it whole could exhaust the worker's memory limit."""
 
     def __init__(self, root: str, files: list[list[Any]], mmap_threshold: int) -> None:
@@ -175,7 +175,7 @@ class LazyDir(_collections_abc.Mapping):
             path = os.path.join(self.root, rel)
             size = self.sizes[rel]
             if size and size >= self.mmap_threshold:
-                value = _sibling("_mapped").MappedText(path)
+                value = _sibling("mapped").MappedText(path)
             else:
                 with open(path, "rb") as fh:
                     value = fh.read().decode("utf-8", errors="replace")
@@ -320,7 +320,7 @@ class Worker:
         _harden(header.get("harden") or {})
         _lower_rlimits(header.get("rlimits") or {})
         # The landlock backend: confined for good before any context or model code is seen
-        confined = _sibling("_confine").confine(header["confine"]) if "confine" in header else None
+        confined = _sibling("confine").confine(header["confine"]) if "confine" in header else None
         self.max_output = int(header.get("max_output", self.max_output))
         self.values = [self._load_context(spec, body) for spec in header.get("contexts", [])]
         self.extra = dict(header.get("vars", {}))
@@ -357,11 +357,11 @@ class Worker:
         if kind == "text":
             return raw.decode("utf-8", errors="replace")
         if kind == "json":
-            return _framing.loads(raw.decode("utf-8"))
+            return framing.loads(raw.decode("utf-8"))
         if kind == "dir":
             return LazyDir(spec["root"], spec["files"], spec["mmap_threshold"])
-        if kind == "file":  # a large file: mapped here, by path (see _mapped.py beside this)
-            return _sibling("_mapped").MappedText(spec["path"])
+        if kind == "file":  # a large file: mapped here, by path (see mapped.py beside this)
+            return _sibling("mapped").MappedText(spec["path"])
         raise ValueError(f"unknown context kind {kind!r}")
 
     def _install_builtins(self) -> None:
@@ -487,13 +487,13 @@ class Worker:
             self.next_call += 1
             call_id = self.next_call
         try:
-            frame = _framing.OutgoingCall({"op": "call", "id": call_id, "fn": fn, "args": args})
+            frame = framing.OutgoingCall({"op": "call", "id": call_id, "fn": fn, "args": args})
         except (TypeError, ValueError):
             raise TypeError(f"{fn}: arguments must be plain text, lists or dicts") from None
-        if frame.size > _framing.MAX_CALL:
+        if frame.size > framing.MAX_CALL:
             raise ValueError(
                 f"{fn}: {frame.size:,} bytes of arguments in one call is more than "
-                f"{_framing.MAX_CALL:,}; split it into several calls"
+                f"{framing.MAX_CALL:,}; split it into several calls"
             )
         header = self.exchange(call_id, frame)
         if header.get("ok"):
@@ -715,7 +715,7 @@ def _lower_rlimits(limits: dict[str, Any]) -> None:
 
 
 def _sibling(name: str) -> Any:
-    """A module beside this file, imported only when needed (as `_framing` is found)."""
+    """A module beside this file, imported only when needed (as `framing` is found)."""
     import importlib
 
     return importlib.import_module(f"{__package__}.{name}" if __package__ else name)
@@ -743,9 +743,9 @@ def _is_module(value: Any) -> bool:
 def _encode_value(value: Any) -> dict[str, Any]:
     """The answer as JSON where it is JSON-serialisable, else its str(). One over
     MAX_FINAL_CHARS is refused whole (ValueError): never cut and passed off as the answer.
-    The host checks the same cap on what it receives (`_received`)."""
+    The host checks the same cap on what it receives (`sandbox/received.py`)."""
     try:
-        text = _framing.dumps(value)
+        text = framing.dumps(value)
     except (TypeError, ValueError, RecursionError):
         text = None
     shown = str(value) if text is None else text
@@ -771,10 +771,12 @@ def _format_exception(exc: BaseException) -> str:
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename != "<repl>":
         tb = tb.tb_next
-    import traceback  # only when there is an error to show: it is slow to import
+    try:
+        import traceback  # only when there is an error to show: it is slow to import
 
-    lines = traceback.format_exception(type(exc), exc, tb)
-    text = "".join(lines)
+        text = "".join(traceback.format_exception(type(exc), exc, tb))
+    except MemoryError:  # model code holds what memory is left: the error line alone
+        text = f"{type(exc).__name__}: {exc}\n" if str(exc) else f"{type(exc).__name__}\n"
     return text if len(text) <= 4000 else text[:1500] + "\n...\n" + text[-2000:]
 
 

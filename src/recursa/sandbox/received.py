@@ -14,8 +14,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from . import _framing
 from .base import BlockResult
+from .inside import framing
 
 MAX_FINAL = 64 * 1024 * 1024
 """The largest answer (characters of its JSON text, or of its text) a block may give."""
@@ -110,7 +110,7 @@ def strict(value: Any) -> Any:
 def _checked_final(final: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
     """The answer in strict JSON, or None and why it was refused (over `MAX_FINAL`)."""
     if "json" in final:
-        text = _framing.dumps(final["json"])
+        text = framing.dumps(final["json"])
         if len(text) <= MAX_FINAL:
             if "NaN" in text or "Infinity" in text:
                 return {**final, "json": strict(final["json"])}, None

@@ -26,7 +26,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import _watchdog
+from . import watchdog
 
 MIB = 1024 * 1024
 DEFAULT_MEMORY_FLOOR_MIB = 2048
@@ -250,7 +250,7 @@ class Cgroup:
                 if memory_bytes and "memory" in mounts and "memory" in own:
                     with contextlib.suppress(OSError):
                         made.append(cls._make_v1(mounts, own, "memory", name, str(memory_bytes)))
-                _watchdog.watch(made)
+                watchdog.watch(made)
                 return cls(made, "v1")
             if "v2" in mounts and "v2" in own:
                 parent = os.path.join(mounts["v2"], own["v2"].lstrip("/"))
@@ -267,7 +267,7 @@ class Cgroup:
                     _write(os.path.join(path, "memory.max"), str(memory_bytes))
                     with contextlib.suppress(OSError):
                         _write(os.path.join(path, "memory.swap.max"), "0")
-                _watchdog.watch(made)
+                watchdog.watch(made)
                 return cls(made, "v2")
             raise OSError("no pids cgroup controller is mounted")
         except OSError as exc:
@@ -323,7 +323,7 @@ class Cgroup:
                 continue
             except OSError:
                 left.append(path)
-        _watchdog.unwatch([path for path in self.dirs if path not in left])
+        watchdog.unwatch([path for path in self.dirs if path not in left])
         self.dirs = left
         return not left
 
