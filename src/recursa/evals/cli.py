@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from ..cli_options import option, renamed
+from ..cli.options import option, renamed
 from ..errors import ConfigError
 from .generators import FAMILIES as ALL
 from .tasks import STRATEGIES as STRATEGY_NAMES

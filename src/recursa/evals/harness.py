@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..batch import EXECUTORS
 from ..engine import RLM, Direct
 from ..errors import ConfigError
+from ..executors import EXECUTORS
 from ..gateway import ClientPool
 from ..lm.base import LMClient
 from ..lm.models import parse_model
@@ -503,7 +503,7 @@ def run_job_on_node(config: EvalConfig, job: Job) -> dict[str, Any]:
     """The Ray task: make one job's task, run it and return its result line, with a client
     pool, a scratch folder and the response cache (at the configured path, on this node)
     of its own."""
-    from ..ray_executor import node_address
+    from ..executors import node_address
 
     async def main() -> dict[str, Any]:
         try:
@@ -529,7 +529,7 @@ class _RayJobs:
     name = "ray"
 
     def __init__(self, config: EvalConfig) -> None:
-        from ..ray_executor import RayTasks
+        from ..executors import RayTasks
 
         cache_path = (config.cache_path or config.out / CACHE).resolve()
         self.node_config = dataclasses.replace(
@@ -543,7 +543,7 @@ class _RayJobs:
         self.tasks = RayTasks(run_job_on_node, config.ray_address)
 
     async def answer(self, job: Job) -> dict[str, Any]:
-        from ..ray_executor import task_failure
+        from ..executors import task_failure
 
         try:
             return await self.tasks.call(self.node_config, job)

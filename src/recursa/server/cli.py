@@ -14,7 +14,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from ..cli_options import LIMITS, option, stack
+from ..cli.options import LIMITS, option, stack
 from ..errors import ConfigError, RecursaError
 
 

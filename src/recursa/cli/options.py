@@ -1,16 +1,20 @@
 """The command-line options that `run`, `demo`, `batch`, `serve` and `mcp` share, defined
-once, so that a limit's default or check cannot drift between the commands."""
+once, so that a limit's default or check cannot drift between the commands; and the step
+from a command's options to its program (`program_for`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from .batch import EXECUTORS
-from .errors import ConfigError
-from .sandbox import BACKENDS
+from ..errors import ConfigError
+from ..executors import EXECUTORS
+from ..sandbox import BACKENDS
+
+if TYPE_CHECKING:
+    from ..engine import RLM
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -21,7 +25,7 @@ class Size(click.ParamType):
     name = "size"
 
     def convert(self, value: Any, param: Any, ctx: Any) -> int:
-        from .context_files import parse_size
+        from ..context_files import parse_size
 
         if isinstance(value, int):
             return value
@@ -244,3 +248,72 @@ def stack(*decorators: Callable[[F], F]) -> Callable[[F], F]:
         return func
 
     return apply
+
+
+run_options = stack(
+    option("model"),
+    option("sub_model"),
+    option("base_url"),
+    *(option(name) for name in LIMITS),
+    option("sandbox"),
+    option("memory_limit"),
+    click.option(
+        "--strategy",
+        type=click.Choice(["rlm", "direct", "auto"]),
+        default="rlm",
+        show_default=True,
+        help="direct: one call with the context in the prompt; auto: direct when small.",
+    ),
+    option("mode"),
+    click.option(
+        "--signature",
+        metavar="SPEC",
+        help="Typed outputs, e.g. 'question, context -> answer: int, evidence: list[str]'.",
+    ),
+    click.option(
+        "--context-window",
+        type=click.IntRange(min=1),
+        help="The root model's window in tokens, where the built-in table is wrong.",
+    ),
+    option("price_args"),
+    option("prices_file"),
+    click.option("--trace", "trace_path", metavar="FILE", help="Write events as JSON lines."),
+    click.option(
+        "--trace-context",
+        is_flag=True,
+        help="Store the contexts' text and full sub-query prompts in the trace.",
+    ),
+    click.option("--otel", is_flag=True, help="Export spans with OpenTelemetry (extra: otel)."),
+    click.option(
+        "--no-guards",
+        is_flag=True,
+        help="Do not stop a run that repeats itself (stalled), nor warn on printed context.",
+    ),
+    option("no_store"),
+    click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
+    option("quiet"),
+)
+"""The options `run`, `demo` and `batch` share: model, limits, sandbox and output."""
+
+
+def given(name: str) -> bool:
+    """Whether the option `name` of the running command was set by the user (flag or
+    environment), not left at its default."""
+    ctx = click.get_current_context(silent=True)
+    source = ctx.get_parameter_source(name) if ctx is not None else None
+    return source in (
+        click.core.ParameterSource.COMMANDLINE,
+        click.core.ParameterSource.ENVIRONMENT,
+    )
+
+
+def program_for(opts: dict[str, Any], env: dict[str, str] | None = None) -> RLM:
+    """The program of a command's run options (`recursa.options.make_program`), refusing
+    as a usage error the options that cannot go together on the command line."""
+    from ..options import make_program
+
+    if opts.get("strategy") == "direct" and given("mode"):
+        raise click.UsageError(
+            "--mode has no effect with --strategy direct (no REPL runs): leave one out"
+        )
+    return make_program(opts, env)
