@@ -13,6 +13,7 @@ from typing import Any
 
 from .engine import RLM, Auto, Direct
 from .errors import ConfigError
+from .lm.base import LMClient
 from .lm.pricing import PriceTable
 
 PROGRAMS: dict[str, type[RLM]] = {"rlm": RLM, "direct": Direct, "auto": Auto}
@@ -34,35 +35,49 @@ def price_table(prices_file: str | None = None, price_args: Iterable[str] = ()) 
     return prices.with_overrides(overrides) if overrides else prices
 
 
-def make_program(opts: Mapping[str, Any], env: dict[str, str] | None = None) -> RLM:
-    """The program `opts` describe. `opts` needs `model`, `max_depth`, `max_iterations`,
-    `cell_timeout`, `concurrency`, `max_output_chars` and `sandbox`; every other key is
-    optional (`strategy` defaults to rlm, `mode` to code). `env` stands in for the process
-    environment when keys and base URLs are looked up (None: the process's own)."""
+SETTINGS = (
+    "signature",
+    "context_window",
+    "sub_model",
+    "base_url",
+    "base_url_for",
+    "max_depth",
+    "max_iterations",
+    "max_llm_calls",
+    "max_tokens",
+    "max_cost",
+    "timeout",
+    "cell_timeout",
+    "concurrency",
+    "max_output_chars",
+    "sandbox",
+    "memory_limit",
+)
+"""The options passed to the program as they are; one left out keeps the program's default."""
+
+
+def make_program(
+    opts: Mapping[str, Any],
+    env: dict[str, str] | None = None,
+    *,
+    client: LMClient | None = None,
+) -> RLM:
+    """The program `opts` describe: `model`, `strategy` (rlm, direct or auto; default rlm),
+    `mode` (default code), `SETTINGS`, `prices_file` and `price_args` (`price_table`),
+    `trace_context` (full prompts in the trace) and `no_guards`. `env` stands in for the
+    process environment when keys and base URLs are looked up (None: the process's own);
+    `client` is the LM client to use instead of one made from the model's name."""
     strategy = opts.get("strategy") or "rlm"
     if strategy not in PROGRAMS:
         raise ConfigError(f"unknown strategy {strategy!r}: choose rlm, direct or auto")
+    settings = {name: opts[name] for name in SETTINGS if name in opts}
     return PROGRAMS[strategy](
         opts["model"],
-        signature=opts.get("signature"),
         mode=opts.get("mode") or "code",
-        context_window=opts.get("context_window"),
-        sub_model=opts.get("sub_model"),
-        base_url=opts.get("base_url"),
-        base_url_for=opts.get("base_url_for"),
-        max_depth=opts["max_depth"],
-        max_iterations=opts["max_iterations"],
-        max_llm_calls=opts.get("max_llm_calls"),
-        max_tokens=opts.get("max_tokens"),
-        max_cost=opts.get("max_cost"),
-        timeout=opts.get("timeout"),
-        cell_timeout=opts["cell_timeout"],
-        concurrency=opts["concurrency"],
-        max_output_chars=opts["max_output_chars"],
-        sandbox=opts["sandbox"],
-        memory_limit=opts.get("memory_limit"),
         prices=price_table(opts.get("prices_file"), opts.get("price_args") or ()),
         env=env,
+        client=client,
         record_full_prompts=bool(opts.get("trace_context")),
         guards=not opts.get("no_guards"),
+        **settings,
     )

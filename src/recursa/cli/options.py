@@ -4,14 +4,13 @@ from a command's options to its program (`program_for`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from ..errors import ConfigError
-from ..executors import EXECUTORS
-from ..sandbox import BACKENDS
 
 if TYPE_CHECKING:
     from ..engine import RLM
@@ -33,6 +32,21 @@ class Size(click.ParamType):
             return parse_size(value)
         except ConfigError as exc:
             self.fail(str(exc), param, ctx)
+
+
+class NamesOf(click.Choice):  # type: ignore[type-arg]
+    """A choice among the names a module lists (`recursa.sandbox:BACKENDS`), read when a
+    command parses or shows its help: defining the option imports nothing, so that
+    `recursa --help` does not load the sandbox or the executors."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.case_sensitive = True
+
+    @property
+    def choices(self) -> Sequence[str]:  # type: ignore[override]
+        module, _, name = self.where.partition(":")
+        return tuple(getattr(importlib.import_module(module), name))
 
 
 class Renamed(click.Option):
@@ -144,7 +158,7 @@ _OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "sandbox": (
         ("--sandbox",),
         {
-            "type": click.Choice(BACKENDS),
+            "type": NamesOf("recursa.sandbox:BACKENDS"),
             "default": "auto",
             "help": "How model code is isolated; see docs/SANDBOX.md.",
         },
@@ -198,7 +212,7 @@ _OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "executor": (
         ("--executor",),
         {
-            "type": click.Choice(EXECUTORS),
+            "type": NamesOf("recursa.executors:EXECUTORS"),
             "default": "local",
             "help": "ray: each question is a task on a Ray cluster (extra: ray).",
         },

@@ -38,12 +38,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..engine import RLM, Direct
+from ..engine import RLM
 from ..errors import ConfigError
 from ..executors import EXECUTORS
 from ..gateway import ClientPool
 from ..lm.base import LMClient
 from ..lm.models import parse_model
+from ..options import make_program
 from ..sandbox.process import kill_all_live
 from .cache import CachedClient, NoSubQueries, ResponseCache, RoutingClient
 from .generators import FAMILIES, generate
@@ -346,21 +347,20 @@ class _Models:
 
 
 def _program(config: EvalConfig, models: _Models, strategy: str, client: LMClient) -> RLM:
-    cls = Direct if strategy == "direct" else RLM
     window = config.context_window or (ORACLE_WINDOW if config.oracle else None)
-    return cls(
-        models.model,
-        sub_model=models.sub_model,
-        client=client,
-        max_depth=2 if strategy == "rlm-d2" else 1,
-        max_iterations=config.max_iterations,
-        max_llm_calls=config.max_llm_calls,
-        max_cost=config.max_cost,
-        timeout=config.timeout,
-        sandbox=config.sandbox,
-        context_window=window,
-        env={},
-    )
+    opts = {
+        "model": models.model,
+        "strategy": "direct" if strategy == "direct" else "rlm",
+        "sub_model": models.sub_model,
+        "max_depth": 2 if strategy == "rlm-d2" else 1,
+        "max_iterations": config.max_iterations,
+        "max_llm_calls": config.max_llm_calls,
+        "max_cost": config.max_cost,
+        "timeout": config.timeout,
+        "sandbox": config.sandbox,
+        "context_window": window,
+    }
+    return make_program(opts, env={}, client=client)
 
 
 async def _run_job(
