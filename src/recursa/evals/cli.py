@@ -16,8 +16,8 @@ import click
 
 from ..cli.options import option, renamed
 from ..errors import ConfigError
-from .generators import FAMILIES as ALL
-from .tasks import STRATEGIES as STRATEGY_NAMES
+from .names import FAMILIES as ALL
+from .names import STRATEGIES as STRATEGY_NAMES
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
 CODE_DOMAIN = "Code Repository Understanding"

@@ -48,6 +48,7 @@ from ..options import make_program
 from ..sandbox.process import kill_all_live
 from .cache import CachedClient, NoSubQueries, ResponseCache, RoutingClient
 from .generators import FAMILIES, generate
+from .names import STRATEGIES
 from .oracle import (
     NOSUB_NOTE,
     ORACLE_LABEL,
@@ -57,7 +58,7 @@ from .oracle import (
     oracle_version,
     wrong_model,
 )
-from .tasks import STRATEGIES, RepoFiles, Task, format_length
+from .tasks import RepoFiles, Task, format_length
 
 RESULTS = "results.jsonl"
 CACHE = "cache.sqlite"
