@@ -94,3 +94,18 @@ def test_a_bad_price_is_one_config_error_for_every_interface() -> None:
     settings = ServeSettings(default_model="openai/m", price_args=("oops",))
     with pytest.raises(ConfigError, match=r"bad --price 'oops'"):
         settings.make_rlm("openai/m", {})
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["recursa.cli.serve", "recursa.cli.evals", "recursa.cli.batch", "recursa.server.settings"],
+)
+def test_each_interface_module_imports_first_without_a_cycle(module: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", f"import {module}"],
+        capture_output=True,
+        text=True,
+        env=host_env(),
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr

@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import ConfigError, RecursaError
-from ..evals.cli import bench_command, eval_command
-from ..server.cli import mcp, serve
 from .batch import batch_command
+from .evals import bench_command, eval_command
 from .mining import distill_command, mine_command, pipeline_command
 from .options import option, program_for, run_options
 from .output import (
@@ -33,6 +32,7 @@ from .output import (
     one_line,
     report,
 )
+from .serve import mcp, serve
 
 if TYPE_CHECKING:
     from ..context import Context
