@@ -4,6 +4,7 @@ whichever interface asks for it."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -32,15 +33,15 @@ HEAVY = (
 def loaded_after(code: str) -> list[str]:
     """The HEAVY modules a fresh interpreter holds after running `code`."""
     probe = (
-        "import sys, contextlib, io\n"
+        "import sys, contextlib, io, json\n"
         f"{code}\n"
-        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+        f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, env=host_env(), timeout=60
     )
     assert done.returncode == 0, done.stderr
-    return eval(done.stdout.strip().splitlines()[-1])  # a list of names, printed by us
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def help_loads(args: list[str]) -> list[str]:
