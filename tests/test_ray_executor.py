@@ -42,7 +42,7 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             else:
                 os.environ[name] = value
 
-    from recursa.ray_executor import start_local_ray
+    from recursa.executors import start_local_ray
 
     try:
         temp = tmp_path_factory.mktemp("ray")  # its session files, not /tmp/ray

@@ -1,7 +1,10 @@
 """recursa: Recursive Language Models over inputs far larger than a model's window."""
 
-from .budget import Limits
-from .engine import RLM, Auto, Direct, RunResult
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     BudgetExceeded,
     ConfigError,
@@ -11,13 +14,48 @@ from .errors import (
     RecursaError,
     SandboxError,
 )
-from .events import Event
-from .lm.base import Completion, LMClient
-from .lm.pricing import Price, PriceTable
-from .lm.retry import RetryPolicy
-from .session import Session
-from .signature import Signature, SignatureError
-from .tools import Tool, tool
+
+if TYPE_CHECKING:
+    from .budget import Limits
+    from .engine import RLM, Auto, Direct, RunResult
+    from .events import Event
+    from .lm.base import Completion, LMClient
+    from .lm.pricing import Price, PriceTable
+    from .lm.retry import RetryPolicy
+    from .session import Session
+    from .signature import Signature, SignatureError
+    from .tools import Tool, tool
+
+_HOMES = {
+    "Limits": "budget",
+    "RLM": "engine",
+    "Auto": "engine",
+    "Direct": "engine",
+    "RunResult": "engine",
+    "Event": "events",
+    "Completion": "lm.base",
+    "LMClient": "lm.base",
+    "Price": "lm.pricing",
+    "PriceTable": "lm.pricing",
+    "RetryPolicy": "lm.retry",
+    "Session": "session",
+    "Signature": "signature",
+    "SignatureError": "signature",
+    "Tool": "tools",
+    "tool": "tools",
+}
+"""Each public name's module, imported on first use, so that `recursa --help` (which
+imports this package) does not load the engine, the LM clients and httpx."""
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "RLM",

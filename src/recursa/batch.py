@@ -4,7 +4,8 @@ Each line of the questions file is `{"id": ..., "question": ..., "context": PATH
 ...]}` ("context" optional: without it the batch's shared `--context` paths are used;
 relative paths in a line are read from the questions file's folder). Each question is one
 run of its own RLM; `concurrency` of them run at once, on this machine (the `local`
-executor) or as tasks on a Ray cluster (`ray`, see `recursa.ray_executor`).
+executor) or as tasks on a Ray cluster (`ray`); both are in `recursa.executors`. The
+`recursa batch` command itself is `recursa.cli.batch`.
 
 A path a line names that cannot be read makes that question's result an error (the batch
 goes on); a missing shared `--context` path is refused before anything runs.
@@ -25,39 +26,13 @@ import asyncio
 import contextlib
 import json
 import signal
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 from .errors import ConfigError
-
-if TYPE_CHECKING:
-    from .context import Context
-    from .engine import RLM
-
-RLMFactory = Callable[[], "RLM"]
-"""Builds the program for one question. It must pickle (a module-level function, or a
-functools.partial of one) to run on Ray."""
-EXECUTORS = ("local", "ray")
-LIMIT_STATUSES = frozenset({"max_iterations", "budget_exhausted", "stalled", "timeout"})
-
-
-@dataclass(frozen=True, slots=True)
-class BatchItem:
-    """One question: its id, its text, and the paths of its contexts (absolute)."""
-
-    id: str | int
-    question: str
-    contexts: tuple[str, ...] = ()
-
-    @property
-    def key(self) -> str:
-        return str(self.id)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "question": self.question, "contexts": list(self.contexts)}
+from .executors import EXECUTORS, BatchItem, RLMFactory, make_executor
 
 
 @dataclass(slots=True)
@@ -162,110 +137,6 @@ def load_results(path: Path) -> dict[str, dict[str, Any]]:
     return done
 
 
-# ---- one question -----------------------------------------------------------------------------
-
-
-async def answer_one(
-    factory: RLMFactory,
-    item: BatchItem,
-    *,
-    mmap_threshold: int | None = None,
-    trace_dir: Path | None = None,
-    executor: str = "local",
-    loaded: dict[str, Context] | None = None,
-) -> dict[str, Any]:
-    """Run one question; its result line (a failure is a result with status `error`)."""
-    from .context import from_path
-    from .trace.jsonl import JsonlTrace
-
-    started = time.perf_counter()
-    record: dict[str, Any] = item.to_dict()
-    trace = None
-    try:
-        rlm = factory()
-        contexts = []
-        for p in item.contexts:
-            ctx = loaded.get(p) if loaded is not None else None
-            if ctx is None:
-                ctx = await asyncio.to_thread(from_path, p, mmap_threshold=mmap_threshold)
-                if loaded is not None:
-                    loaded[p] = ctx
-            contexts.append(ctx)
-        if trace_dir is not None:
-            Path(trace_dir).mkdir(parents=True, exist_ok=True)
-            trace = JsonlTrace(Path(trace_dir) / f"{_safe(item.key)}.jsonl")
-        one = contexts[0] if len(contexts) == 1 else None
-        result = await rlm.arun(
-            item.question, one, contexts=contexts if len(contexts) > 1 else None, on_event=trace
-        )
-        data = result.to_dict()
-        record.update(
-            answer=data["answer"],
-            status=data["status"],
-            iterations=data["iterations"],
-            usage=data["usage"],
-            run_id=data["run_id"],
-            error=data.get("error"),
-        )
-    except Exception as exc:  # a question that fails is a result, not the end of the batch
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        record.update(answer=None, status="error", iterations=0, usage={}, run_id="", error=text)
-    finally:
-        if trace is not None:
-            trace.close()
-    record["wall_s"] = round(time.perf_counter() - started, 3)
-    record["executor"] = executor
-    record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    return record
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:120] or "_"
-
-
-# ---- executors --------------------------------------------------------------------------------
-
-
-class Executor(Protocol):
-    name: str
-
-    async def answer(self, item: BatchItem) -> dict[str, Any]: ...
-
-    async def aclose(self) -> None: ...
-
-
-class LocalExecutor:
-    """Every question in this process's event loop (each RLM has its own worker)."""
-
-    name = "local"
-
-    def __init__(self, factory: RLMFactory, config: BatchConfig) -> None:
-        self.factory = factory
-        self.config = config
-        self.loaded: dict[str, Context] = {}
-        """Contexts loaded once and shared by the questions that name them."""
-
-    async def answer(self, item: BatchItem) -> dict[str, Any]:
-        return await answer_one(
-            self.factory,
-            item,
-            mmap_threshold=self.config.mmap_threshold,
-            trace_dir=self.config.trace_dir,
-            loaded=self.loaded,
-        )
-
-    async def aclose(self) -> None:
-        self.loaded.clear()
-
-
-def make_executor(factory: RLMFactory, config: BatchConfig) -> Executor:
-    if config.executor == "ray":
-        from .ray_executor import RayExecutor
-
-        return RayExecutor(factory, config)
-    return LocalExecutor(factory, config)
-
-
 # ---- the batch --------------------------------------------------------------------------------
 
 
@@ -302,7 +173,13 @@ async def arun_batch(
     if not todo:
         return summary
     config.out.parent.mkdir(parents=True, exist_ok=True)
-    executor = make_executor(factory, config)
+    executor = make_executor(
+        config.executor,
+        factory,
+        mmap_threshold=config.mmap_threshold,
+        trace_dir=config.trace_dir,
+        ray_address=config.ray_address,
+    )
     limit = asyncio.Semaphore(config.concurrency)
     try:
         with config.out.open("a", encoding="utf-8") as out:
@@ -370,145 +247,3 @@ def run_batch(
         kill_all_live()
         skipped = len(items) - len(todo)
         return BatchSummary(config.out, len(items), skipped, ran, interrupted=True)
-
-
-# ---- the command ------------------------------------------------------------------------------
-
-_NOT_FOR_BATCH = frozenset(
-    {"concurrency", "trace_path", "trace_context", "otel", "no_store", "as_json"}
-)
-"""Run options that mean something else in a batch, or nothing: the batch's --jobs
-counts questions, and its own --lm-concurrency is the per-run one without the old
---concurrency alias, which in a batch still means --jobs, and traces go to
---trace-dir, one per question."""
-
-
-def make_batch_command(run_options: Callable[..., Any], make_rlm: Callable[..., RLM]) -> Any:
-    """The `batch` click command, given the CLI's shared run options and its RLM builder
-    (passed in, so that this module does not import the CLI)."""
-    import functools
-
-    import click
-
-    from .cli_options import option, renamed
-
-    def batch(
-        questions: str,
-        out_path: str,
-        context_paths: tuple[str, ...],
-        jobs: int,
-        lm_concurrency: int,
-        executor: str,
-        ray_address: str | None,
-        resume: bool,
-        retry_errors: bool,
-        mmap_threshold: int | None,
-        trace_dir: str | None,
-        **opts: Any,
-    ) -> int:
-        """Answer every question of QUESTIONS (JSON lines: id, question, context) and
-        append the results to --out as they finish; rerun with --resume to go on."""
-
-        if not opts.get("model"):
-            raise ConfigError("no model: pass --model PROVIDER/MODEL or set RECURSA_MODEL")
-        opts = {**opts, "concurrency": lm_concurrency}
-        config = BatchConfig(
-            questions=Path(questions),
-            out=Path(out_path),
-            contexts=context_paths,
-            concurrency=jobs,
-            executor=executor,
-            ray_address=ray_address,
-            resume=resume,
-            retry_errors=retry_errors,
-            mmap_threshold=mmap_threshold,
-            trace_dir=Path(trace_dir) if trace_dir else None,
-            progress=not opts.get("quiet"),
-        )
-        plan(config)  # a bad questions file fails here, before anything starts
-        make_rlm(opts)  # and so does a bad option
-
-        def report(record: dict[str, Any], n: int, total: int) -> None:
-            if config.progress:
-                answer = record.get("answer")
-                shown = answer if isinstance(answer, str) else json.dumps(answer)
-                shown = " ".join(str(shown).split())
-                click.echo(
-                    f"recursa batch: [{n}/{total}] {record['id']}: {record['status']} "
-                    f"({record.get('wall_s', 0):.1f} s) {shown[:80]}",
-                    err=True,
-                )
-
-        summary = run_batch(config, functools.partial(make_rlm, opts), on_result=report)
-        statuses = summary.statuses()
-        counts = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) or "none ran"
-        click.echo(
-            f"recursa batch: {summary.total} questions: {len(summary.ran)} ran ({counts}), "
-            f"{summary.skipped} already in {summary.out}",
-            err=True,
-        )
-        click.echo(f"results: {summary.out}")
-        if summary.interrupted:
-            click.echo(
-                "recursa batch: interrupted; the finished results are kept: run the same "
-                "command again with --resume to go on",
-                err=True,
-            )
-            return 130
-        if statuses.get("error"):
-            return 1
-        if any(s in LIMIT_STATUSES for s in statuses):
-            return 3
-        return 0
-
-    func = run_options(batch)
-    func.__click_params__ = [  # type: ignore[attr-defined]
-        p for p in func.__click_params__ if p.name not in _NOT_FOR_BATCH
-    ]
-    own = [
-        click.argument("questions", type=click.Path(dir_okay=False)),
-        click.option(
-            "--out", "out_path", required=True, metavar="FILE", help="Results (JSON lines)."
-        ),
-        click.option(
-            "--context",
-            "context_paths",
-            multiple=True,
-            metavar="PATH",
-            help="Shared context(s) for the questions that name none (repeatable).",
-        ),
-        renamed(
-            "--jobs",
-            "jobs",
-            old="--concurrency",
-            type=click.IntRange(min=1),
-            default=4,
-            show_default=True,
-            help="Questions at once (each is one run with its own sandbox worker).",
-        ),
-        click.option(
-            "--lm-concurrency",
-            type=click.IntRange(min=1),
-            default=16,
-            show_default=True,
-            help="LM requests in flight per question.",
-        ),
-        option("executor"),
-        option("ray_address"),
-        click.option(
-            "--resume",
-            is_flag=True,
-            help="Go on from the results already in --out, skipping their ids (without it, "
-            "an --out holding results is refused).",
-        ),
-        click.option(
-            "--retry-errors",
-            is_flag=True,
-            help="Resume, running again the ids whose result is an error.",
-        ),
-        option("mmap_threshold"),
-        click.option("--trace-dir", metavar="DIR", help="One trace per question: DIR/<id>.jsonl."),
-    ]
-    for decorator in reversed(own):
-        func = decorator(func)
-    return click.command("batch")(func)

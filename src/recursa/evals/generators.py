@@ -31,9 +31,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConfigError
+from .names import FAMILIES
 from .tasks import CHARS_PER_TOKEN, RepoFiles, Task, format_length
 
-FAMILIES = ("niah", "oolong", "pairs", "vartrack", "logs", "codeqa")
 LABELS = ("abbreviation", "entity", "description", "human", "location", "numeric")
 OOLONG_VARIANTS = ("count", "most_common", "distribution")
 

@@ -38,15 +38,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..batch import EXECUTORS
-from ..engine import RLM, Direct
+from ..engine import RLM
 from ..errors import ConfigError
+from ..executors import EXECUTORS
 from ..gateway import ClientPool
 from ..lm.base import LMClient
 from ..lm.models import parse_model
+from ..options import make_program
 from ..sandbox.process import kill_all_live
 from .cache import CachedClient, NoSubQueries, ResponseCache, RoutingClient
 from .generators import FAMILIES, generate
+from .names import STRATEGIES
 from .oracle import (
     NOSUB_NOTE,
     ORACLE_LABEL,
@@ -56,7 +58,7 @@ from .oracle import (
     oracle_version,
     wrong_model,
 )
-from .tasks import STRATEGIES, RepoFiles, Task, format_length
+from .tasks import RepoFiles, Task, format_length
 
 RESULTS = "results.jsonl"
 CACHE = "cache.sqlite"
@@ -346,21 +348,20 @@ class _Models:
 
 
 def _program(config: EvalConfig, models: _Models, strategy: str, client: LMClient) -> RLM:
-    cls = Direct if strategy == "direct" else RLM
     window = config.context_window or (ORACLE_WINDOW if config.oracle else None)
-    return cls(
-        models.model,
-        sub_model=models.sub_model,
-        client=client,
-        max_depth=2 if strategy == "rlm-d2" else 1,
-        max_iterations=config.max_iterations,
-        max_llm_calls=config.max_llm_calls,
-        max_cost=config.max_cost,
-        timeout=config.timeout,
-        sandbox=config.sandbox,
-        context_window=window,
-        env={},
-    )
+    opts = {
+        "model": models.model,
+        "strategy": "direct" if strategy == "direct" else "rlm",
+        "sub_model": models.sub_model,
+        "max_depth": 2 if strategy == "rlm-d2" else 1,
+        "max_iterations": config.max_iterations,
+        "max_llm_calls": config.max_llm_calls,
+        "max_cost": config.max_cost,
+        "timeout": config.timeout,
+        "sandbox": config.sandbox,
+        "context_window": window,
+    }
+    return make_program(opts, env={}, client=client)
 
 
 async def _run_job(
@@ -503,7 +504,7 @@ def run_job_on_node(config: EvalConfig, job: Job) -> dict[str, Any]:
     """The Ray task: make one job's task, run it and return its result line, with a client
     pool, a scratch folder and the response cache (at the configured path, on this node)
     of its own."""
-    from ..ray_executor import node_address
+    from ..executors import node_address
 
     async def main() -> dict[str, Any]:
         try:
@@ -529,7 +530,7 @@ class _RayJobs:
     name = "ray"
 
     def __init__(self, config: EvalConfig) -> None:
-        from ..ray_executor import RayTasks
+        from ..executors import RayTasks
 
         cache_path = (config.cache_path or config.out / CACHE).resolve()
         self.node_config = dataclasses.replace(
@@ -543,7 +544,7 @@ class _RayJobs:
         self.tasks = RayTasks(run_job_on_node, config.ray_address)
 
     async def answer(self, job: Job) -> dict[str, Any]:
-        from ..ray_executor import task_failure
+        from ..executors import task_failure
 
         try:
             return await self.tasks.call(self.node_config, job)

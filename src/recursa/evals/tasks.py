@@ -19,7 +19,6 @@ from ..errors import ConfigError
 from . import scoring
 
 CHARS_PER_TOKEN = 4
-STRATEGIES = ("direct", "rlm", "rlm-d2", "rlm-nosub")
 MIN_TOKENS = 1_000
 MAX_TOKENS = 50_000_000
 

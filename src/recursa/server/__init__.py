@@ -2,5 +2,5 @@
 
 Nothing here imports FastAPI or uvicorn at import time: `settings`, `runs` and `openai_api`
 are plain Python (the `mcp` and `llm` integrations use them too); only `app` needs the
-`server` extra, and `cli` imports it when the command runs.
+`server` extra, and `recursa.cli.serve` imports it when the command runs.
 """

@@ -228,7 +228,7 @@ class ServeSettings:
     # ---- runs ----------------------------------------------------------------------------
     def make_rlm(self, model: str, limits: Mapping[str, Any]) -> RLM:
         """An RLM configured exactly as `recursa run` would be, with these limits."""
-        from ..cli import _make_rlm
+        from ..options import make_program
 
         opts: dict[str, Any] = {
             "model": model,
@@ -251,7 +251,7 @@ class ServeSettings:
         for name in LIMIT_TYPES:
             value = limits.get(name)
             opts[name] = RUN_DEFAULTS.get(name) if value is None else value
-        return _make_rlm(opts)
+        return make_program(opts)
 
 
 @dataclass(slots=True)

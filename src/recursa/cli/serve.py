@@ -1,4 +1,5 @@
-"""The `recursa serve` and `recursa mcp` commands (registered by recursa.cli).
+"""The `recursa serve` and `recursa mcp` commands over `recursa.server` (registered by
+`recursa.cli.main`).
 
 Only click is imported here: FastAPI, uvicorn and the MCP SDK are imported when a command
 runs, and a missing one is a one-line usage error naming the extra to install (exit 2).
@@ -14,8 +15,8 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from ..cli_options import LIMITS, option, stack
 from ..errors import ConfigError, RecursaError
+from .options import LIMITS, option, stack
 
 
 def require_extra(modules: tuple[str, ...], extra: str, command: str) -> None:
@@ -56,7 +57,7 @@ limits of `recursa run`, which here are maxima a request may lower but not raise
 
 def _settings(opts: dict[str, Any], models: list[str], *, any_path: bool = False) -> Any:
     from ..sandbox import resolve_backend
-    from .settings import LIMIT_TYPES, ServeSettings
+    from ..server.settings import LIMIT_TYPES, ServeSettings
 
     settings = ServeSettings(
         models=models,
@@ -159,7 +160,7 @@ def serve(
 
     The limits are maxima: a request may ask for lower ones, never for higher. See
     docs/SERVING.md."""
-    from .settings import is_loopback
+    from ..server.settings import is_loopback
 
     token = (token or "").strip() or None
     if token is None and not is_loopback(host):
@@ -179,7 +180,7 @@ def serve(
         )
     _warn_sandbox(settings, log)
     store = _store(opts)
-    from .app import create_app
+    from ..server.app import create_app
 
     app, manager = create_app(
         settings,

@@ -1,8 +1,9 @@
-"""`--executor ray`: batch questions and eval jobs as tasks on a Ray cluster (extra:
-`pip install 'recursa[ray]'`).
+"""Where batch questions and eval jobs run: `local` (this process's event loop) or `ray`
+(each one a task on a Ray cluster; extra: `pip install 'recursa[ray]'`). Used by
+`recursa batch` (`recursa.batch`) and `recursa eval` (`recursa.evals.harness`).
 
-Each question (or eval job) is one Ray task that builds its own program on the node that
-runs it, loads its contexts there (the paths must exist on every node: a shared file
+On Ray, each question (or eval job) is one task that builds its own program on the node
+that runs it, loads its contexts there (the paths must exist on every node: a shared file
 system, or a cluster of one machine), runs, and returns its result line; the driver writes
 the lines as they come back, so resume and interruption work as with the local executor.
 A cancelled task is cancelled with `force=True`: its Ray worker is killed, and its sandbox
@@ -19,12 +20,163 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 import warnings
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .batch import BatchConfig, BatchItem, RLMFactory, answer_one
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .context import Context
+    from .engine import RLM
+
+RLMFactory = Callable[[], "RLM"]
+"""Builds the program for one question. It must pickle (a module-level function, or a
+functools.partial of one) to run on Ray."""
+EXECUTORS = ("local", "ray")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    """One question: its id, its text, and the paths of its contexts (absolute)."""
+
+    id: str | int
+    question: str
+    contexts: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return str(self.id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "question": self.question, "contexts": list(self.contexts)}
+
+
+# ---- one question -----------------------------------------------------------------------------
+
+
+async def answer_one(
+    factory: RLMFactory,
+    item: BatchItem,
+    *,
+    mmap_threshold: int | None = None,
+    trace_dir: Path | None = None,
+    executor: str = "local",
+    loaded: dict[str, Context] | None = None,
+) -> dict[str, Any]:
+    """Run one question; its result line (a failure is a result with status `error`)."""
+    from .context import from_path
+    from .trace.jsonl import JsonlTrace
+
+    started = time.perf_counter()
+    record: dict[str, Any] = item.to_dict()
+    trace = None
+    try:
+        rlm = factory()
+        contexts = []
+        for p in item.contexts:
+            ctx = loaded.get(p) if loaded is not None else None
+            if ctx is None:
+                ctx = await asyncio.to_thread(from_path, p, mmap_threshold=mmap_threshold)
+                if loaded is not None:
+                    loaded[p] = ctx
+            contexts.append(ctx)
+        if trace_dir is not None:
+            Path(trace_dir).mkdir(parents=True, exist_ok=True)
+            trace = JsonlTrace(Path(trace_dir) / f"{_safe(item.key)}.jsonl")
+        one = contexts[0] if len(contexts) == 1 else None
+        result = await rlm.arun(
+            item.question, one, contexts=contexts if len(contexts) > 1 else None, on_event=trace
+        )
+        data = result.to_dict()
+        record.update(
+            answer=data["answer"],
+            status=data["status"],
+            iterations=data["iterations"],
+            usage=data["usage"],
+            run_id=data["run_id"],
+            error=data.get("error"),
+        )
+    except Exception as exc:  # a question that fails is a result, not the end of the batch
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        record.update(answer=None, status="error", iterations=0, usage={}, run_id="", error=text)
+    finally:
+        if trace is not None:
+            trace.close()
+    record["wall_s"] = round(time.perf_counter() - started, 3)
+    record["executor"] = executor
+    record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    return record
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:120] or "_"
+
+
+# ---- executors --------------------------------------------------------------------------------
+
+
+class Executor(Protocol):
+    name: str
+
+    async def answer(self, item: BatchItem) -> dict[str, Any]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class LocalExecutor:
+    """Every question in this process's event loop (each RLM has its own worker)."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        factory: RLMFactory,
+        *,
+        mmap_threshold: int | None = None,
+        trace_dir: Path | None = None,
+    ) -> None:
+        self.factory = factory
+        self.mmap_threshold = mmap_threshold
+        self.trace_dir = trace_dir
+        self.loaded: dict[str, Context] = {}
+        """Contexts loaded once and shared by the questions that name them."""
+
+    async def answer(self, item: BatchItem) -> dict[str, Any]:
+        return await answer_one(
+            self.factory,
+            item,
+            mmap_threshold=self.mmap_threshold,
+            trace_dir=self.trace_dir,
+            loaded=self.loaded,
+        )
+
+    async def aclose(self) -> None:
+        self.loaded.clear()
+
+
+def make_executor(
+    kind: str,
+    factory: RLMFactory,
+    *,
+    mmap_threshold: int | None = None,
+    trace_dir: Path | None = None,
+    ray_address: str | None = None,
+) -> Executor:
+    """The executor `kind` (one of EXECUTORS) running questions with `factory`'s programs."""
+    if kind == "ray":
+        return RayExecutor(
+            factory, mmap_threshold=mmap_threshold, trace_dir=trace_dir, address=ray_address
+        )
+    if kind != "local":
+        raise ConfigError(f"unknown executor {kind!r}: choose local or ray")
+    return LocalExecutor(factory, mmap_threshold=mmap_threshold, trace_dir=trace_dir)
+
+
+# ---- Ray ----------------------------------------------------------------------------------------
 
 LOCALHOST = "127.0.0.1"
 _LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -159,8 +311,6 @@ def _run_question(
     trace_dir: str | None,
 ) -> dict[str, Any]:
     """The Ray task: one question, start to end, on whichever node runs it."""
-    from pathlib import Path
-
     batch_item = BatchItem(item["id"], item["question"], tuple(item["contexts"]))
     record = asyncio.run(
         answer_one(
@@ -180,16 +330,24 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, factory: RLMFactory, config: BatchConfig) -> None:
+    def __init__(
+        self,
+        factory: RLMFactory,
+        *,
+        mmap_threshold: int | None = None,
+        trace_dir: Path | None = None,
+        address: str | None = None,
+    ) -> None:
         self.factory = factory
-        self.config = config
-        self.tasks = RayTasks(_run_question, config.ray_address)
+        self.mmap_threshold = mmap_threshold
+        self.trace_dir = trace_dir
+        self.tasks = RayTasks(_run_question, address)
 
     async def answer(self, item: BatchItem) -> dict[str, Any]:
-        trace_dir = str(self.config.trace_dir) if self.config.trace_dir else None
+        trace_dir = str(self.trace_dir) if self.trace_dir else None
         try:
             return await self.tasks.call(
-                self.factory, item.to_dict(), self.config.mmap_threshold, trace_dir
+                self.factory, item.to_dict(), self.mmap_threshold, trace_dir
             )
         except Exception as exc:
             record = item.to_dict()

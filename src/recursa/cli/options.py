@@ -1,16 +1,19 @@
 """The command-line options that `run`, `demo`, `batch`, `serve` and `mcp` share, defined
-once, so that a limit's default or check cannot drift between the commands."""
+once, so that a limit's default or check cannot drift between the commands; and the step
+from a command's options to its program (`program_for`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+import importlib
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from .batch import EXECUTORS
-from .errors import ConfigError
-from .sandbox import BACKENDS
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..engine import RLM
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -21,7 +24,7 @@ class Size(click.ParamType):
     name = "size"
 
     def convert(self, value: Any, param: Any, ctx: Any) -> int:
-        from .context_files import parse_size
+        from ..context_files import parse_size
 
         if isinstance(value, int):
             return value
@@ -29,6 +32,21 @@ class Size(click.ParamType):
             return parse_size(value)
         except ConfigError as exc:
             self.fail(str(exc), param, ctx)
+
+
+class NamesOf(click.Choice):  # type: ignore[type-arg]
+    """A choice among the names a module lists (`recursa.sandbox:BACKENDS`), read when a
+    command parses or shows its help: defining the option imports nothing, so that
+    `recursa --help` does not load the sandbox or the executors."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.case_sensitive = True
+
+    @property
+    def choices(self) -> Sequence[str]:  # type: ignore[override]
+        module, _, name = self.where.partition(":")
+        return tuple(getattr(importlib.import_module(module), name))
 
 
 class Renamed(click.Option):
@@ -140,7 +158,7 @@ _OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "sandbox": (
         ("--sandbox",),
         {
-            "type": click.Choice(BACKENDS),
+            "type": NamesOf("recursa.sandbox:BACKENDS"),
             "default": "auto",
             "help": "How model code is isolated; see docs/SANDBOX.md.",
         },
@@ -194,7 +212,7 @@ _OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "executor": (
         ("--executor",),
         {
-            "type": click.Choice(EXECUTORS),
+            "type": NamesOf("recursa.executors:EXECUTORS"),
             "default": "local",
             "help": "ray: each question is a task on a Ray cluster (extra: ray).",
         },
@@ -244,3 +262,72 @@ def stack(*decorators: Callable[[F], F]) -> Callable[[F], F]:
         return func
 
     return apply
+
+
+run_options = stack(
+    option("model"),
+    option("sub_model"),
+    option("base_url"),
+    *(option(name) for name in LIMITS),
+    option("sandbox"),
+    option("memory_limit"),
+    click.option(
+        "--strategy",
+        type=click.Choice(["rlm", "direct", "auto"]),
+        default="rlm",
+        show_default=True,
+        help="direct: one call with the context in the prompt; auto: direct when small.",
+    ),
+    option("mode"),
+    click.option(
+        "--signature",
+        metavar="SPEC",
+        help="Typed outputs, e.g. 'question, context -> answer: int, evidence: list[str]'.",
+    ),
+    click.option(
+        "--context-window",
+        type=click.IntRange(min=1),
+        help="The root model's window in tokens, where the built-in table is wrong.",
+    ),
+    option("price_args"),
+    option("prices_file"),
+    click.option("--trace", "trace_path", metavar="FILE", help="Write events as JSON lines."),
+    click.option(
+        "--trace-context",
+        is_flag=True,
+        help="Store the contexts' text and full sub-query prompts in the trace.",
+    ),
+    click.option("--otel", is_flag=True, help="Export spans with OpenTelemetry (extra: otel)."),
+    click.option(
+        "--no-guards",
+        is_flag=True,
+        help="Do not stop a run that repeats itself (stalled), nor warn on printed context.",
+    ),
+    option("no_store"),
+    click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
+    option("quiet"),
+)
+"""The options `run`, `demo` and `batch` share: model, limits, sandbox and output."""
+
+
+def given(name: str) -> bool:
+    """Whether the option `name` of the running command was set by the user (flag or
+    environment), not left at its default."""
+    ctx = click.get_current_context(silent=True)
+    source = ctx.get_parameter_source(name) if ctx is not None else None
+    return source in (
+        click.core.ParameterSource.COMMANDLINE,
+        click.core.ParameterSource.ENVIRONMENT,
+    )
+
+
+def program_for(opts: dict[str, Any], env: dict[str, str] | None = None) -> RLM:
+    """The program of a command's run options (`recursa.options.make_program`), refusing
+    as a usage error the options that cannot go together on the command line."""
+    from ..options import make_program
+
+    if opts.get("strategy") == "direct" and given("mode"):
+        raise click.UsageError(
+            "--mode has no effect with --strategy direct (no REPL runs): leave one out"
+        )
+    return make_program(opts, env)

@@ -1,7 +1,9 @@
 """`recursa mine`, `recursa distill` and `recursa pipeline`: argument parsing and printing.
 
-Registered on the main group by `recursa.cli` (`cli.add_command(...)`); exit codes are the
+Registered on the main group by `recursa.cli.main`; exit codes are the
 CLI's contract: 0 ok, 3 a limit stopped the pipeline, 2 usage or configuration, 1 other.
+Only click and the CLI's options are imported here; the mining code loads when a command
+runs, so that `recursa --help` does not pay for it.
 """
 
 from __future__ import annotations
@@ -10,19 +12,16 @@ import contextlib
 import io
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..cli_options import option
-from ..context import from_path
 from ..errors import ConfigError
-from ..events import Event, Listener
-from ..lm.pricing import PriceTable
-from ..trace.store import RunStore
-from .distill import distill, write
-from .mine import mine
-from .pipeline import context_value, load_pipeline
+from .options import option
+from .output import note_stdin, report
+
+if TYPE_CHECKING:
+    from ..events import Event, Listener
 
 
 @click.command("mine")
@@ -41,6 +40,8 @@ def mine_command(
 ) -> int:
     """Report the tactics across runs: TRACES are trace files, folders of them (searched
     for *.jsonl) or stored run ids; with none, the run store."""
+    from ..mining.mine import mine
+
     report = mine(traces, all_stored=all_stored or not traces, limit=limit)
     for warning in report.data["warnings"]:
         click.echo(f"recursa: warning: {warning}", err=True)
@@ -72,6 +73,8 @@ def mine_command(
 def distill_command(trace: str, out_path: str | None, run_id: str | None) -> int:
     """Write a standalone Python program that repeats the working code path of a successful
     run (TRACE: a trace file or a stored run id), calling sub-models only."""
+    from ..mining.distill import distill, write
+
     program = distill(trace, run_id=run_id, name=Path(out_path).name if out_path else "")
     if out_path is None:
         click.echo(program, nl=False)
@@ -117,8 +120,11 @@ def pipeline_command(
     """Run a distilled PIPELINE.py on QUESTION over new contexts: sub-models only, with the
     budget, events, trace and run store of `recursa run`. Its code runs on this machine,
     not in the sandbox; what it prints goes to standard error."""
-    from ..cli import _report, note_stdin
+    from ..context import from_path
+    from ..mining.pipeline import context_value, load_pipeline
+    from ..options import price_table
     from ..progress import Progress
+    from ..trace.store import RunStore
 
     run = load_pipeline(pipeline_path)
     note_stdin(context_paths)
@@ -143,7 +149,7 @@ def pipeline_command(
         "max_cost": opts["max_cost"],
         "timeout": opts["timeout"],
         "concurrency": opts["concurrency"],
-        "prices": _prices(opts),
+        "prices": price_table(opts.get("prices_file"), opts.get("price_args") or ()),
         "trace": opts["trace_path"],
         "record_full_prompts": opts["trace_context"],
         "on_event": on_event,
@@ -163,20 +169,7 @@ def pipeline_command(
                 click.echo(f"recursa: warning: the run was not stored: {exc}", err=True)
     if not hasattr(result, "status"):
         raise ConfigError(f"{pipeline_path}: run() returned {type(result).__name__}, not a result")
-    return _report(result, opts["as_json"])
-
-
-def _prices(opts: dict[str, Any]) -> PriceTable:
-    prices = PriceTable.default()
-    if opts.get("prices_file"):
-        prices = prices.with_overrides(opts["prices_file"])
-    overrides = {}
-    for arg in opts.get("price_args") or ():
-        model, sep, value = arg.partition("=")
-        if not sep or not model:
-            raise ConfigError(f"bad --price {arg!r}: expected PROVIDER/MODEL=INPUT,OUTPUT")
-        overrides[model] = value
-    return prices.with_overrides(overrides) if overrides else prices
+    return report(result, opts["as_json"])
 
 
 __all__ = ["distill_command", "mine_command", "pipeline_command"]

@@ -2,89 +2,42 @@
 
 Exit codes (the contract): 0 ok; 3 a limit or guard stopped the run (the best answer is
 still printed); 2 usage or configuration error, one line, no traceback; 1 anything else.
+
+Only click and the CLI's own modules are imported at module level: each command imports
+what it needs when it runs, so that `recursa --help` starts fast.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from .batch import make_batch_command
-from .cli_options import LIMITS, option, stack
-from .context import Context, from_path, from_text
-from .engine import RLM, Auto, Direct, RunResult
-from .errors import ConfigError, RecursaError
-from .evals.cli import bench_command, eval_command
-from .events import ControllerNote, Event, Listener, RunEnded
-from .lm.pricing import PriceTable
-from .mining.cli import distill_command, mine_command, pipeline_command
-from .progress import Progress
-from .sandbox.process import kill_all_live
-from .server.cli import mcp, serve
-from .trace.jsonl import JsonlTrace
-from .trace.source import resolve_trace
-from .trace.store import RunStore
-
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LIMIT, EXIT_DIVERGED = 0, 1, 2, 3, 4
-LIMIT_STATUSES = frozenset({"max_iterations", "budget_exhausted", "stalled", "timeout"})
-
-
-def _fail(message: str, code: int) -> int:
-    click.echo(f"recursa: error: {message}", err=True)
-    return code
-
-
-_run_options = stack(
-    option("model"),
-    option("sub_model"),
-    option("base_url"),
-    *(option(name) for name in LIMITS),
-    option("sandbox"),
-    option("memory_limit"),
-    click.option(
-        "--strategy",
-        type=click.Choice(["rlm", "direct", "auto"]),
-        default="rlm",
-        show_default=True,
-        help="direct: one call with the context in the prompt; auto: direct when small.",
-    ),
-    option("mode"),
-    click.option(
-        "--signature",
-        metavar="SPEC",
-        help="Typed outputs, e.g. 'question, context -> answer: int, evidence: list[str]'.",
-    ),
-    click.option(
-        "--context-window",
-        type=click.IntRange(min=1),
-        help="The root model's window in tokens, where the built-in table is wrong.",
-    ),
-    option("price_args"),
-    option("prices_file"),
-    click.option("--trace", "trace_path", metavar="FILE", help="Write events as JSON lines."),
-    click.option(
-        "--trace-context",
-        is_flag=True,
-        help="Store the contexts' text and full sub-query prompts in the trace.",
-    ),
-    click.option("--otel", is_flag=True, help="Export spans with OpenTelemetry (extra: otel)."),
-    click.option(
-        "--no-guards",
-        is_flag=True,
-        help="Do not stop a run that repeats itself (stalled), nor warn on printed context.",
-    ),
-    option("no_store"),
-    click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
-    option("quiet"),
+from ..errors import ConfigError, RecursaError
+from .batch import batch_command
+from .evals import bench_command, eval_command
+from .mining import distill_command, mine_command, pipeline_command
+from .options import option, program_for, run_options
+from .output import (
+    EXIT_DIVERGED,
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_USAGE,
+    fail,
+    note_stdin,
+    one_line,
+    report,
 )
-"""The options `run`, `demo` and `batch` share: model, limits, sandbox and output."""
+from .serve import mcp, serve
+
+if TYPE_CHECKING:
+    from ..context import Context
+    from ..engine import RLM, RunResult
+    from ..events import Event, Listener
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -103,18 +56,20 @@ def cli() -> None:
     help="A file, a directory, or - for standard input (repeatable).",
 )
 @option("mmap_threshold")
-@_run_options
+@run_options
 def run(
     question: str, context_paths: tuple[str, ...], mmap_threshold: int | None, **opts: Any
 ) -> int:
     """Answer QUESTION over the given contexts."""
+    from ..context import from_path
+
     note_stdin(context_paths)
     contexts = [from_path(p, mmap_threshold=mmap_threshold) for p in context_paths]
     if not opts.get("model"):
         raise ConfigError(
             "no model: pass --model PROVIDER/MODEL or set RECURSA_MODEL (try `recursa demo`)"
         )
-    return _execute(_make_rlm(opts), question, contexts, opts)
+    return _execute(program_for(opts), question, contexts, opts)
 
 
 @cli.command()
@@ -125,17 +80,18 @@ def run(
     show_default=True,
     help="Size of the generated log the fact hides in.",
 )
-@_run_options
+@run_options
 def demo(size_mb: float, **opts: Any) -> int:
     """Find a planted fact in a generated log: scripted model unless --model is given."""
-    from .demo import QUESTION, make_haystack, scripted_model
-    from .testing.server import FakeLMServer
+    from ..context import from_text
+    from ..demo import QUESTION, make_haystack, scripted_model
+    from ..testing.server import FakeLMServer
 
     text, _code, _service = make_haystack(int(size_mb * 1_000_000))
     context = from_text(text, f"<demo log, {len(text):,} chars>")
     opts["kind"] = "demo"
     if opts.get("model"):
-        return _execute(_make_rlm(opts), QUESTION, [context], opts)
+        return _execute(program_for(opts), QUESTION, [context], opts)
     if not opts["quiet"]:
         click.echo(
             "recursa demo: SCRIPTED model behind a local fake OpenAI server; no real model "
@@ -153,12 +109,12 @@ def demo(size_mb: float, **opts: Any) -> int:
         opts.update(
             model="openai/scripted-demo", base_url=server.url, sub_model=None, scripted=True
         )
-        return _execute(_make_rlm(opts, env={}), QUESTION, [context], opts)
+        return _execute(program_for(opts, env={}), QUESTION, [context], opts)
 
 
 def _unisolated() -> bool:
     """Whether `--sandbox auto` refuses to run model code here (no bwrap, no Landlock)."""
-    from .sandbox import resolve_backend
+    from ..sandbox import resolve_backend
 
     try:
         resolve_backend("auto")
@@ -167,71 +123,14 @@ def _unisolated() -> bool:
     return False
 
 
-def note_stdin(paths: tuple[str, ...]) -> None:
-    """`--context -` from a terminal waits for typing: say so, or it looks like a hang."""
-    if "-" in paths and sys.stdin.isatty():
-        click.echo(
-            "recursa: reading the context from standard input; end it with Ctrl-D "
-            "(or pipe a file in: ... --context - < FILE)",
-            err=True,
-        )
-
-
-def _given(name: str) -> bool:
-    """Whether the option `name` of the running command was set by the user (flag or
-    environment), not left at its default."""
-    ctx = click.get_current_context(silent=True)
-    source = ctx.get_parameter_source(name) if ctx is not None else None
-    return source in (
-        click.core.ParameterSource.COMMANDLINE,
-        click.core.ParameterSource.ENVIRONMENT,
-    )
-
-
-def _make_rlm(opts: dict[str, Any], env: dict[str, str] | None = None) -> RLM:
-    if opts.get("strategy") == "direct" and _given("mode"):
-        raise click.UsageError(
-            "--mode has no effect with --strategy direct (no REPL runs): leave one out"
-        )
-    prices = PriceTable.default()
-    if opts.get("prices_file"):
-        prices = prices.with_overrides(opts["prices_file"])
-    overrides = {}
-    for arg in opts.get("price_args") or ():
-        model, sep, value = arg.partition("=")
-        if not sep or not model:
-            raise ConfigError(f"bad --price {arg!r}: expected PROVIDER/MODEL=INPUT,OUTPUT")
-        overrides[model] = value
-    if overrides:
-        prices = prices.with_overrides(overrides)
-    program = {"rlm": RLM, "direct": Direct, "auto": Auto}[opts.get("strategy") or "rlm"]
-    return program(
-        opts["model"],
-        signature=opts.get("signature"),
-        mode=opts.get("mode") or "code",
-        context_window=opts.get("context_window"),
-        sub_model=opts.get("sub_model"),
-        base_url=opts.get("base_url"),
-        base_url_for=opts.get("base_url_for"),
-        max_depth=opts["max_depth"],
-        max_iterations=opts["max_iterations"],
-        max_llm_calls=opts.get("max_llm_calls"),
-        max_tokens=opts.get("max_tokens"),
-        max_cost=opts.get("max_cost"),
-        timeout=opts.get("timeout"),
-        cell_timeout=opts["cell_timeout"],
-        concurrency=opts["concurrency"],
-        max_output_chars=opts["max_output_chars"],
-        sandbox=opts["sandbox"],
-        memory_limit=opts.get("memory_limit"),
-        prices=prices,
-        env=env,
-        record_full_prompts=bool(opts.get("trace_context")),
-        guards=not opts.get("no_guards"),
-    )
-
-
 def _execute(rlm: RLM, question: str, contexts: list[Context], opts: dict[str, Any]) -> int:
+    """Run with the listeners `opts` ask for (progress, trace, OpenTelemetry), store the
+    run, and print its report; returns the exit code."""
+    from ..events import ControllerNote
+    from ..progress import Progress
+    from ..trace.jsonl import JsonlTrace
+    from ..trace.store import RunStore
+
     listeners: list[Listener] = []
     if not opts["quiet"]:
         listeners.append(Progress())
@@ -243,7 +142,7 @@ def _execute(rlm: RLM, question: str, contexts: list[Context], opts: dict[str, A
         trace = JsonlTrace(opts["trace_path"], contexts if opts.get("trace_context") else None)
         listeners.append(trace)
     if opts.get("otel"):
-        from .trace import otel
+        from ..trace import otel
 
         otel.configure_sdk()
         listeners.append(otel.OtelExporter())
@@ -264,7 +163,7 @@ def _execute(rlm: RLM, question: str, contexts: list[Context], opts: dict[str, A
             RunStore().save(events, kind=opts.get("kind", "run"), trace_path=result.trace)
         except ConfigError as exc:
             click.echo(f"recursa: warning: the run was not stored: {exc}", err=True)
-    return _report(result, opts["as_json"])
+    return report(result, opts["as_json"])
 
 
 def _without(kind: type[Event], listeners: list[Listener]) -> Listener:
@@ -283,6 +182,13 @@ def _run_interruptible(
 ) -> RunResult:
     """Run with SIGINT and SIGTERM cancelling the run cleanly (every worker ended); the
     partial usage then comes from the run's last event."""
+    import asyncio
+    import signal
+
+    from ..engine import RunResult
+    from ..events import RunEnded
+    from ..sandbox.process import kill_all_live
+
     ended: list[RunEnded] = []
 
     def on_event(event: Event) -> None:
@@ -350,9 +256,11 @@ def replay(
     quiet: bool,
 ) -> int:
     """Re-run TRACE (a trace file or a stored run id) with no model; report divergence."""
-    from .gateway import ClientPool
-    from .trace.replay import Recording
-    from .trace.replay import replay as run_replay
+    from ..gateway import ClientPool
+    from ..progress import Progress
+    from ..trace.replay import Recording
+    from ..trace.replay import replay as run_replay
+    from ..trace.source import resolve_trace
 
     if (from_turn is None) != (model is None):
         raise click.UsageError("--from-turn and --model go together")
@@ -386,7 +294,7 @@ def replay(
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def doctor(as_json: bool) -> int:
     """Which sandboxes work here and why not, Landlock, cgroups, Docker, keys set, extras."""
-    from .doctor import diagnose, render
+    from ..doctor import diagnose, render
 
     report = diagnose()
     click.echo(json.dumps(report) if as_json else render(report))
@@ -405,6 +313,8 @@ def runs() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
 def runs_list(limit: int, as_json: bool) -> int:
     """The most recent runs, newest first."""
+    from ..trace.store import RunStore
+
     stored = RunStore().list(limit)
     row = "{:<12}  {:<19}  {:<8} {:<16} {:>5}  {}  {}"
     if stored and not as_json:
@@ -432,6 +342,8 @@ def runs_list(limit: int, as_json: bool) -> int:
 @click.option("--trace", "as_trace", is_flag=True, help="Print the run's trace as JSON lines.")
 def runs_show(run_id: str, as_json: bool, as_trace: bool) -> int:
     """One run: its summary, or with --trace its whole trace."""
+    from ..trace.store import RunStore
+
     store = RunStore()
     run_ = store.get(run_id)
     if as_trace:
@@ -464,7 +376,8 @@ def _when(epoch: float) -> str:
 def view(trace: str, out_path: str | None) -> int:
     """Write one self-contained HTML page (works offline) showing the run in TRACE (a trace
     file or a stored run id)."""
-    from .trace.viewer import TraceFormatError, render_html
+    from ..trace.source import resolve_trace
+    from ..trace.viewer import TraceFormatError, render_html
 
     source = resolve_trace(trace)
     events = source.events()
@@ -494,33 +407,7 @@ cli.add_command(bench_command)
 cli.add_command(mine_command)
 cli.add_command(distill_command)
 cli.add_command(pipeline_command)
-cli.add_command(make_batch_command(_run_options, _make_rlm))
-
-
-def _report(result: RunResult, as_json: bool) -> int:
-    code = (
-        EXIT_OK
-        if result.status == "ok"
-        else EXIT_LIMIT
-        if result.status in LIMIT_STATUSES
-        else EXIT_ERROR
-    )
-    if as_json:
-        click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
-    elif result.answer is not None:
-        answer = result.answer
-        click.echo(answer if isinstance(answer, str) else json.dumps(answer, ensure_ascii=False))
-    if code == EXIT_ERROR:
-        click.echo(f"recursa: error: {result.error or 'the run failed'}", err=True)
-    elif code == EXIT_LIMIT:
-        why = f": {result.error}" if result.error else ""
-        click.echo(f"recursa: stopped ({result.status}){why}", err=True)
-    return code
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return " ".join(text.split())
+cli.add_command(batch_command)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -530,6 +417,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def dispatch(argv: list[str] | None = None) -> int:
+    """Run the command `argv` (default: the process's arguments); returns its exit code."""
     try:
         result = cli.main(args=argv, prog_name="recursa", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -538,19 +426,26 @@ def dispatch(argv: list[str] | None = None) -> int:
         exc.show()
         return EXIT_USAGE
     except click.UsageError as exc:
-        return _fail(" ".join(exc.format_message().split()).rstrip("."), EXIT_USAGE)
+        return fail(" ".join(exc.format_message().split()).rstrip("."), EXIT_USAGE)
     except click.Abort:
-        kill_all_live()
-        return _fail("interrupted", 130)
+        _kill_workers()
+        return fail("interrupted", 130)
     except ConfigError as exc:
-        return _fail(_one_line(exc), EXIT_USAGE)
+        return fail(one_line(exc), EXIT_USAGE)
     except KeyboardInterrupt:
-        kill_all_live()
-        return _fail("interrupted", 130)
+        _kill_workers()
+        return fail("interrupted", 130)
     except RecursaError as exc:
-        return _fail(_one_line(exc), EXIT_ERROR)
+        return fail(one_line(exc), EXIT_ERROR)
     except click.ClickException as exc:
-        return _fail(_one_line(exc), exc.exit_code or EXIT_ERROR)
+        return fail(one_line(exc), exc.exit_code or EXIT_ERROR)
     except OSError as exc:
-        return _fail(_one_line(exc), EXIT_ERROR)
+        return fail(one_line(exc), EXIT_ERROR)
     return result if isinstance(result, int) else EXIT_OK
+
+
+def _kill_workers() -> None:
+    """End every sandbox worker still alive (an interrupted command leaves none behind)."""
+    from ..sandbox.process import kill_all_live
+
+    kill_all_live()

@@ -1,4 +1,4 @@
-"""`recursa eval` and `recursa bench`: defined here, registered by `recursa.cli`.
+"""`recursa eval` and `recursa bench` over `recursa.evals`, registered by `recursa.cli.main`.
 
 Only click is imported at module level: the harness, the datasets and matplotlib load when
 a command runs, so `recursa --help` stays fast.
@@ -14,10 +14,10 @@ from typing import Any
 
 import click
 
-from ..cli_options import option, renamed
 from ..errors import ConfigError
-from .generators import FAMILIES as ALL
-from .tasks import STRATEGIES as STRATEGY_NAMES
+from ..evals.names import FAMILIES as ALL
+from ..evals.names import STRATEGIES as STRATEGY_NAMES
+from .options import option, renamed
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
 CODE_DOMAIN = "Code Repository Understanding"
@@ -129,10 +129,10 @@ _HELP = {
 @click.option("--quiet", is_flag=True, help="No progress on standard error.")
 def eval_command(**opts: Any) -> int:
     """Score strategies across task families and context lengths, with a report and plots."""
-    from .harness import EvalConfig, load_results, run_eval
-    from .oracle import ORACLE_LABEL
-    from .report import accuracy_table, write_report
-    from .tasks import parse_lengths
+    from ..evals.harness import EvalConfig, load_results, run_eval
+    from ..evals.oracle import ORACLE_LABEL
+    from ..evals.report import accuracy_table, write_report
+    from ..evals.tasks import parse_lengths
 
     out = Path(opts["out_dir"])
     if opts["report_only"]:
@@ -233,7 +233,7 @@ def eval_command(**opts: Any) -> int:
 
 
 def _dataset_tasks(opts: dict[str, Any], lengths: list[int]) -> list[Any]:
-    from . import datasets
+    from ..evals import datasets
 
     def listed(text: str) -> tuple[str, ...]:
         return () if text.strip().lower() == "all" else tuple(s.strip() for s in text.split(","))
@@ -273,7 +273,7 @@ def _dataset_tasks(opts: dict[str, Any], lengths: list[int]) -> list[Any]:
 @click.option("--out", "out_path", metavar="FILE", help="Also write the table to FILE.")
 def bench_command(only: str | None, out_path: str | None) -> int:
     """Run the performance suite (1-2 minutes) and print its table with the machine."""
-    from .perf.suite import BENCHMARKS, OPTIONAL, run_suite
+    from ..evals.perf.suite import BENCHMARKS, OPTIONAL, run_suite
 
     names = _names(only, BENCHMARKS + OPTIONAL, "benchmark") if only else None
     text, ran_all = run_suite(names, log=sys.stderr)

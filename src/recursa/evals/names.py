@@ -1,0 +1,7 @@
+"""The names `recursa eval` offers (task families, strategies), apart from the modules that
+implement them, so that the command's options and help load no generator or harness."""
+
+FAMILIES = ("niah", "oolong", "pairs", "vartrack", "logs", "codeqa")
+"""The generated task families (`generators.generate`)."""
+STRATEGIES = ("direct", "rlm", "rlm-d2", "rlm-nosub")
+"""The strategies a job runs (`harness`)."""
