@@ -18,12 +18,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recursa import RLM, tool
-from recursa.actions import ACTIONS, Kernel, parse_reply, search_value
-from recursa.actions import kernel as kernel_module
-from recursa.actions.kernel import ActionResult, render
-from recursa.actions.schema import ADAPTER, MODELS
 from recursa.context import from_text, from_value
-from recursa.engine import STATUSES
+from recursa.core.actions import ACTIONS, Kernel, parse_reply, search_value
+from recursa.core.actions import kernel as kernel_module
+from recursa.core.actions.kernel import ActionResult, render
+from recursa.core.actions.schema import ADAPTER, MODELS
+from recursa.core.programs import STATUSES
 from recursa.events import Event
 from recursa.testing import LMRequest, ScriptedLM
 

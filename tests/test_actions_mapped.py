@@ -22,11 +22,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recursa import RLM
-from recursa.actions import Kernel
-from recursa.actions import kernel as kernel_module
-from recursa.actions.kernel import ActionResult
-from recursa.actions.schema import ADAPTER
 from recursa.context import from_path, from_text
+from recursa.core.actions import Kernel
+from recursa.core.actions import kernel as kernel_module
+from recursa.core.actions.kernel import ActionResult
+from recursa.core.actions.schema import ADAPTER
 from recursa.events import Event
 from recursa.sandbox import _mapped
 from recursa.sandbox._mapped import MappedText

@@ -1,7 +1,10 @@
 """recursa: Recursive Language Models over inputs far larger than a model's window."""
 
 from .budget import Limits
-from .engine import RLM, Auto, Direct, RunResult
+from .core.programs import RLM, Auto, Direct, RunResult
+from .core.session import Session
+from .core.signature import Signature, SignatureError
+from .core.tools import Tool, tool
 from .errors import (
     BudgetExceeded,
     ConfigError,
@@ -15,9 +18,6 @@ from .events import Event
 from .lm.base import Completion, LMClient
 from .lm.pricing import Price, PriceTable
 from .lm.retry import RetryPolicy
-from .session import Session
-from .signature import Signature, SignatureError
-from .tools import Tool, tool
 
 __all__ = [
     "RLM",

@@ -19,7 +19,7 @@ import click
 from .batch import make_batch_command
 from .cli_options import LIMITS, option, stack
 from .context import Context, from_path, from_text
-from .engine import RLM, Auto, Direct, RunResult
+from .core.programs import RLM, Auto, Direct, RunResult
 from .errors import ConfigError, RecursaError
 from .evals.cli import bench_command, eval_command
 from .events import ControllerNote, Event, Listener, RunEnded
@@ -350,7 +350,7 @@ def replay(
     quiet: bool,
 ) -> int:
     """Re-run TRACE (a trace file or a stored run id) with no model; report divergence."""
-    from .gateway import ClientPool
+    from .core.gateway import ClientPool
     from .trace.replay import Recording
     from .trace.replay import replay as run_replay
 

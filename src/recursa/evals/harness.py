@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from ..batch import EXECUTORS
-from ..engine import RLM, Direct
+from ..core.gateway import ClientPool
+from ..core.programs import RLM, Direct
 from ..errors import ConfigError
-from ..gateway import ClientPool
 from ..lm.base import LMClient
 from ..lm.models import parse_model
 from ..sandbox.process import kill_all_live

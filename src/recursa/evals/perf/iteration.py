@@ -30,14 +30,14 @@ from typing import Any
 
 import httpx
 
-from recursa import prompts
 from recursa.budget import Ledger, Limits
 from recursa.context import build_payload, describe, from_text
-from recursa.engine import RLM, _Run
+from recursa.core import prompts
+from recursa.core.code_loop import Loop
+from recursa.core.gateway import ClientPool, Gateway
+from recursa.core.programs import RLM, _Run
+from recursa.core.protocol import parse_turn
 from recursa.events import Emitter
-from recursa.gateway import ClientPool, Gateway
-from recursa.loop import Loop
-from recursa.protocol import parse_turn
 from recursa.sandbox.base import BlockResult
 from recursa.testing import ScriptedLM
 

@@ -23,12 +23,10 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-from . import prompts
-from .budget import Ledger, Limits
-from .context import Context, from_path, from_value
-from .controllers import known_controller
-from .errors import BudgetExceeded, ConfigError, LMError, SandboxError
-from .events import (
+from ..budget import Ledger, Limits
+from ..context import Context, from_path, from_value
+from ..errors import BudgetExceeded, ConfigError, LMError, SandboxError
+from ..events import (
     ControllerNote,
     Emitter,
     Event,
@@ -37,15 +35,17 @@ from .events import (
     RunEnded,
     RunStarted,
 )
+from ..lm.base import LMClient
+from ..lm.openai_compat import DEFAULT_DEADLINE, DEFAULT_MAX_RESPONSE_BYTES
+from ..lm.pricing import PriceTable
+from ..lm.retry import RetryPolicy
+from ..lm.windows import DEFAULT_WINDOW, context_window
+from ..sandbox import resolve_backend
+from . import prompts
+from .code_loop import Loop, Outcome, _json_object, _jsonable, _short
+from .controllers import known_controller
 from .gateway import ClientPool, Gateway, estimate_tokens
 from .guards import GuardSettings
-from .lm.base import LMClient
-from .lm.openai_compat import DEFAULT_DEADLINE, DEFAULT_MAX_RESPONSE_BYTES
-from .lm.pricing import PriceTable
-from .lm.retry import RetryPolicy
-from .lm.windows import DEFAULT_WINDOW, context_window
-from .loop import Loop, Outcome, _json_object, _jsonable, _short
-from .sandbox import resolve_backend
 from .signature import Signature, SignatureError
 from .tools import Tool, normalize
 
@@ -301,7 +301,7 @@ class RLM:
                     await task
 
     def session(self) -> Any:
-        """A conversation whose REPL persists across questions (see recursa.session)."""
+        """A conversation whose REPL persists across questions (see recursa.core.session)."""
         from .session import Session
 
         return Session(self)

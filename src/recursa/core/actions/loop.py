@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from ..context import Context, describe
-from ..errors import BudgetExceeded, LMError
-from ..events import (
+from ...context import Context, describe
+from ...errors import BudgetExceeded, LMError
+from ...events import (
     Compacted,
     FinalReached,
     RLMEnded,
@@ -27,11 +27,11 @@ from ..events import (
     TurnEnded,
     TurnStarted,
 )
+from ...lm.base import Message
+from ...lm.windows import context_window
+from ..code_loop import Outcome
 from ..gateway import estimate_tokens
 from ..guards import Guard
-from ..lm.base import Message
-from ..lm.windows import context_window
-from ..loop import Outcome
 from ..protocol import parse_turn
 from ..signature import SignatureError
 from . import prompts
@@ -41,7 +41,7 @@ from .kernel import render as render_turn
 from .schema import VALID_ACTIONS, parse_reply
 
 if TYPE_CHECKING:
-    from ..engine import _Run
+    from ..programs import _Run
 
 PREVIEW_CHARS = 500
 SUB_WINDOW = "100,000"

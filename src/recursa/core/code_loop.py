@@ -16,10 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from . import prompts
-from .context import Context, build_payload, describe, from_text, from_value
-from .errors import BudgetExceeded, ConfigError, LMError, SandboxError
-from .events import (
+from ..context import Context, build_payload, describe, from_text, from_value
+from ..errors import BudgetExceeded, ConfigError, LMError, SandboxError
+from ..events import (
     BlockExecuted,
     BudgetRefused,
     Compacted,
@@ -32,17 +31,18 @@ from .events import (
     TurnEnded,
     TurnStarted,
 )
+from ..lm.base import Message
+from ..lm.windows import context_window
+from ..sandbox import make_sandbox
+from ..sandbox.base import BlockResult, ContextPayload, Sandbox, StreamedTexts
+from . import prompts
 from .gateway import estimate_tokens
 from .guards import Guard, printed_contexts
-from .lm.base import Message
-from .lm.windows import context_window
 from .protocol import ParsedTurn, parse_turn
-from .sandbox import make_sandbox
-from .sandbox.base import BlockResult, ContextPayload, Sandbox, StreamedTexts
 from .signature import Signature, SignatureError
 
 if TYPE_CHECKING:
-    from .engine import _Run
+    from .programs import _Run
 
 EXCERPT = 2000
 

@@ -15,7 +15,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ValidationError, create_model
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 _SCALARS: dict[str, Any] = {"str": str, "int": int, "float": float, "bool": bool, "Any": Any}
 _NAME = re.compile(r"^[A-Za-z_]\w*$")

@@ -14,17 +14,17 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError, LMError, SandboxError
-from .events import Listener, RLMStarted
-from .loop import Loop, Outcome
+from ..errors import ConfigError, LMError, SandboxError
+from ..events import Listener, RLMStarted
+from .code_loop import Loop, Outcome
 
 if TYPE_CHECKING:
-    from .engine import RLM, RunResult
+    from .programs import RLM, RunResult
 
 
 class Session:
     def __init__(self, rlm: RLM) -> None:
-        from .engine import _Run
+        from .programs import _Run
 
         self.rlm = rlm
         self._listeners: list[Listener] = []

@@ -31,16 +31,16 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..context import Context
-from ..errors import BudgetExceeded, ConfigError, LMError
-from ..events import BudgetRefused, ToolCalled
-from ..sandbox._mapped import STR_LIMIT, MappedText
+from ...context import Context
+from ...errors import BudgetExceeded, ConfigError, LMError
+from ...events import BudgetRefused, ToolCalled
+from ...sandbox._mapped import STR_LIMIT, MappedText
 from ..signature import Signature, SignatureError, parse_signature
 from . import prompts
 from . import schema as s
 
 if TYPE_CHECKING:
-    from ..engine import _Run
+    from ..programs import _Run
 
 KEEP_HITS = 100_000
 """Hits kept in an `into` variable; past this the count goes on, the list stops."""
