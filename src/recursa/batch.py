@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .core.status import LIMIT_STATUSES
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -41,7 +42,6 @@ RLMFactory = Callable[[], "RLM"]
 """Builds the program for one question. It must pickle (a module-level function, or a
 functools.partial of one) to run on Ray."""
 EXECUTORS = ("local", "ray")
-LIMIT_STATUSES = frozenset({"max_iterations", "budget_exhausted", "stalled", "timeout"})
 
 
 @dataclass(frozen=True, slots=True)

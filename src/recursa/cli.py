@@ -20,6 +20,7 @@ from .batch import make_batch_command
 from .cli_options import LIMITS, option, stack
 from .context import Context, from_path, from_text
 from .core.programs import RLM, Auto, Direct, RunResult
+from .core.status import LIMIT_STATUSES
 from .errors import ConfigError, RecursaError
 from .evals.cli import bench_command, eval_command
 from .events import ControllerNote, Event, Listener, RunEnded
@@ -33,7 +34,6 @@ from .trace.source import resolve_trace
 from .trace.store import RunStore
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LIMIT, EXIT_DIVERGED = 0, 1, 2, 3, 4
-LIMIT_STATUSES = frozenset({"max_iterations", "budget_exhausted", "stalled", "timeout"})
 
 
 def _fail(message: str, code: int) -> int:

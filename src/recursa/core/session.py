@@ -12,23 +12,20 @@ reports the usage of its own question.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import ConfigError, LMError, SandboxError
 from ..events import Listener, RLMStarted
-from .code_loop import Loop, Outcome
-
-if TYPE_CHECKING:
-    from .programs import RLM, RunResult
+from .code_loop import Loop
+from .run import Outcome, Program, Run, RunResult
+from .status import Status
 
 
 class Session:
-    def __init__(self, rlm: RLM) -> None:
-        from .programs import _Run
-
+    def __init__(self, rlm: Program) -> None:
         self.rlm = rlm
         self._listeners: list[Listener] = []
-        self.run = _Run(rlm, [self._fan_out])
+        self.run = Run(rlm, [self._fan_out])
         self.loop: Loop | None = None
         self._lock = asyncio.Lock()
 
@@ -76,9 +73,9 @@ class Session:
                 async with asyncio.timeout(self.rlm.timeout):
                     outcome = await ask
             except TimeoutError:
-                outcome = Outcome("timeout", self.loop.best, self.loop.iterations, "timed out")
+                outcome = Outcome(Status.TIMEOUT, self.loop.best, self.loop.iterations, "timed out")
             except (LMError, SandboxError) as exc:
-                outcome = Outcome("error", self.loop.best, self.loop.iterations, str(exc))
+                outcome = Outcome(Status.ERROR, self.loop.best, self.loop.iterations, str(exc))
             result = self.run.finish(outcome)
             result.usage = _delta(before, result.usage)
             result.events = self.run.events[mark:]  # this question's events only

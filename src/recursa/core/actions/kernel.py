@@ -29,18 +29,16 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ...context import Context
 from ...errors import BudgetExceeded, ConfigError, LMError
 from ...events import BudgetRefused, ToolCalled
 from ...sandbox._mapped import STR_LIMIT, MappedText
+from ..run import Run
 from ..signature import Signature, SignatureError, parse_signature
 from . import prompts
 from . import schema as s
-
-if TYPE_CHECKING:
-    from ..programs import _Run
 
 KEEP_HITS = 100_000
 """Hits kept in an `into` variable; past this the count goes on, the list stops."""
@@ -635,7 +633,7 @@ class Kernel:
 
     def __init__(
         self,
-        run: _Run | None,
+        run: Run | None,
         contexts: list[Context],
         inputs: dict[str, Any] | None = None,
         *,
@@ -1053,7 +1051,7 @@ class Kernel:
             )
         return model
 
-    def _need_run(self) -> _Run:
+    def _need_run(self) -> Run:
         if self.run is None:
             raise ActionFailed("this kernel has no model to ask.")
         return self.run
