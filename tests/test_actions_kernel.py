@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from recursa import RLM, tool
 from recursa.context import from_text, from_value
 from recursa.core.actions import ACTIONS, Kernel, parse_reply, search_value
-from recursa.core.actions import kernel as kernel_module
-from recursa.core.actions.kernel import ActionResult, render
+from recursa.core.actions import search as kernel_module
 from recursa.core.actions.schema import ADAPTER, MODELS
+from recursa.core.actions.values import ActionResult, render
 from recursa.core.status import Status
 from recursa.events import Event
 from recursa.testing import LMRequest, ScriptedLM

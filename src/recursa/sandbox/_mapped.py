@@ -608,6 +608,13 @@ class MappedText:
         return Chunks(self, size, overlap)
 
 
+def matches(text: MappedText, rx: Any) -> Iterator[tuple[int, Any]]:
+    """(character offset, re.Match over a chunk) for each match of the compiled `rx` in
+    `text`, read lazily: the host's action kernel counts them all and keeps their groups.
+    A function, not a method, so model code in the REPL sees no new name on `context`."""
+    return text._matches(rx)
+
+
 class Lines:
     """The lines of a MappedText, read as they are needed."""
 

@@ -28,9 +28,10 @@ from ..status import Status
 from ..turns import Turn, TurnLoop, TurnTexts
 from . import prompts
 from .events import ActionExecuted
-from .kernel import PROTECTED, ActionResult, Excerpt, Kernel, cut
-from .kernel import render as render_turn
+from .kernel import PROTECTED, Kernel
 from .schema import VALID_ACTIONS, parse_reply
+from .values import ActionResult, Excerpt, cut
+from .values import render as render_turn
 
 PREVIEW_CHARS = 500
 SUB_WINDOW = "100,000"
