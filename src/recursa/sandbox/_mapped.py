@@ -524,7 +524,7 @@ class MappedText:
     def _matches(self, rx: Any) -> Iterator[tuple[int, Any]]:
         """(character offset, re.Match over a chunk) for each match of the compiled `rx`, as
         re.finditer finds them in the whole text, read lazily: `search` takes the first few,
-        and the action kernel (which maps files in the host: actions/kernel.py) counts
+        and the action kernel (which maps files in the host: core/actions/search.py) counts
         them all and keeps their groups."""
         at, size = 0, SEARCH_CHUNK  # this chunk: matches that start in [at, at + size)
         pos = 0  # where the next match may start
