@@ -86,6 +86,7 @@ async def answer_directly(run: Run, prompt: str) -> Outcome:
     except BudgetExceeded as exc:
         return Outcome(Status.BUDGET_EXHAUSTED, None, 0, str(exc))
     reply = completion.text
+    answer: Any
     signature = run.cfg.signature
     if signature is None:
         answer, output = reply.strip(), None

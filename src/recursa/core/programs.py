@@ -15,9 +15,9 @@ import dataclasses
 import math
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel
 
@@ -44,6 +44,8 @@ from .status import Status
 from .tools import Tool, normalize
 
 __all__ = ["RLM", "Auto", "Direct", "RunResult", "execute"]
+
+T = TypeVar("T")
 
 ToolsArg = Mapping[str, Callable[..., Any] | Tool] | Iterable[Callable[..., Any] | Tool] | None
 
@@ -276,7 +278,9 @@ class Auto(RLM):
 
     strategy: ClassVar[str] = "auto"
 
-    def __init__(self, model: str | None = None, *, direct_below_chars: int | None = None, **kw):
+    def __init__(
+        self, model: str | None = None, *, direct_below_chars: int | None = None, **kw: Any
+    ) -> None:
         super().__init__(model, **kw)
         if direct_below_chars is not None:
             _positive_int("direct_below_chars", direct_below_chars)
@@ -336,7 +340,7 @@ async def execute(
     return run.finish(outcome, strategy)
 
 
-def _sync(coro: Any) -> Any:
+def _sync(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to completion from sync code, even inside a running event loop."""
     try:
         asyncio.get_running_loop()
@@ -355,7 +359,8 @@ def _sync(coro: Any) -> Any:
     thread.join()
     if "error" in box:
         raise box["error"]
-    return box["result"]
+    result: T = box["result"]
+    return result
 
 
 def _load_contexts(rlm: RLM, context: Any, contexts: list[Any] | None) -> list[Context]:

@@ -14,7 +14,7 @@ import dataclasses
 import secrets
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel
 
@@ -36,7 +36,7 @@ from .tools import Tool
 class Program(Protocol):
     """What a run and its loops read from the program that started it (`programs.RLM`)."""
 
-    strategy: str
+    strategy: ClassVar[str]
     mode: str
     model: str
     sub_model: str | None
@@ -69,6 +69,8 @@ class Program(Protocol):
     record_full_prompts: bool
 
     def settings(self) -> dict[str, Any]: ...
+
+    def choose(self, contexts: list[Context]) -> str: ...
 
     def load(self, value: Any, name: str = "<value>") -> Context: ...
 

@@ -28,6 +28,7 @@ class Session:
         self.run = Run(rlm, [self._fan_out])
         self.loop: Loop | None = None
         self._lock = asyncio.Lock()
+        self._sync_runner: asyncio.Runner | None = None
 
     def _fan_out(self, event: Any) -> None:
         for listener in self._listeners:
@@ -86,7 +87,7 @@ class Session:
         return self._runner().run(self.aask(question, context, **kwargs))
 
     def _runner(self) -> asyncio.Runner:
-        if getattr(self, "_sync_runner", None) is None:
+        if self._sync_runner is None:
             self._sync_runner = asyncio.Runner()
         return self._sync_runner
 
@@ -97,7 +98,7 @@ class Session:
         await self.run.pool.aclose()
 
     def close(self) -> None:
-        runner = getattr(self, "_sync_runner", None)
+        runner = self._sync_runner
         if runner is not None:
             runner.run(self.aclose())
             runner.close()

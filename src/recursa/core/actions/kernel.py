@@ -788,7 +788,7 @@ def _first_json(text: str, objects_only: bool = False) -> Any:
 
 def _sum(items: list[Any]) -> tuple[int | float, list[Any]]:
     total: int | float = 0
-    bad = []
+    bad: list[Any] = []
     for item in items:
         if isinstance(item, bool) or item is None:
             bad.append(item)
