@@ -17,7 +17,7 @@ import os
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel
 
@@ -32,7 +32,6 @@ from ..lm.retry import RetryPolicy
 from ..lm.windows import context_window
 from ..sandbox import resolve_backend
 from . import prompts
-from .actions import ActionLoop
 from .code_loop import Loop
 from .direct import DIRECT_OUTPUT_RESERVE, answer_directly, direct_prompt, text_chars
 from .gateway import ClientPool
@@ -44,6 +43,9 @@ from .status import Status
 from .tools import Tool, normalize
 
 __all__ = ["RLM", "Auto", "Direct", "RunResult", "execute"]
+
+if TYPE_CHECKING:
+    from .actions import ActionLoop
 
 T = TypeVar("T")
 
@@ -311,6 +313,8 @@ async def execute(
             strategy = "rlm"  # Auto's guess did not fit the window after all
     root: Loop | ActionLoop
     if cfg.mode == "actions" and strategy != "direct":
+        from .actions import ActionLoop  # action mode's pydantic schema: loaded when used
+
         root = ActionLoop(run, question, contexts, inputs)
         run.system_prompt = root.system_prompt()
     else:
@@ -320,10 +324,10 @@ async def execute(
         async with asyncio.timeout(cfg.timeout):
             if strategy == "direct":
                 outcome = await answer_directly(run, prompt)
-            elif isinstance(root, ActionLoop):
-                outcome = await root.run()
-            else:
+            elif isinstance(root, Loop):
                 outcome = await root.run(question, contexts)
+            else:
+                outcome = await root.run()
     except TimeoutError:
         why = f"the run passed its {cfg.timeout:g} s timeout"
         outcome = Outcome(Status.TIMEOUT, root.best, root.iterations, why)
