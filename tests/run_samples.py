@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from e2e_helpers import repl
-from recursa.engine import RLM
+from recursa.core.programs import RLM
 from recursa.lm.pricing import PriceTable
 from recursa.testing import FakeLMServer, LMRequest, ScriptedLM
 from recursa.trace.jsonl import JsonlTrace

@@ -22,7 +22,7 @@ from e2e_helpers import (
     run_cli,
     sub_requests,
 )
-from recursa.engine import RLM
+from recursa.core.programs import RLM
 from recursa.testing import LMRequest, ScriptedLM
 from recursa.trace.reader import read_trace
 from test_e2e_core import QUESTION, _haystack_model, _needle_finder

@@ -18,12 +18,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recursa import RLM, tool
-from recursa.actions import ACTIONS, Kernel, parse_reply, search_value
-from recursa.actions import kernel as kernel_module
-from recursa.actions.kernel import ActionResult, render
-from recursa.actions.schema import ADAPTER, MODELS
 from recursa.context import from_text, from_value
-from recursa.engine import STATUSES
+from recursa.core.actions import ACTIONS, Kernel, parse_reply, search_value
+from recursa.core.actions import search as kernel_module
+from recursa.core.actions.schema import ADAPTER, MODELS
+from recursa.core.actions.values import ActionResult, render
+from recursa.core.status import Status
 from recursa.events import Event
 from recursa.testing import LMRequest, ScriptedLM
 
@@ -781,7 +781,7 @@ def test_random_and_malformed_actions_never_break_a_run_the_budget_or_the_bound(
         tools=[tool(owner, cost_usd=0.01)],
     )
 
-    assert result.status in STATUSES
+    assert result.status in list(Status)
     assert result.status != "error", result.error
     assert len(lm.requests) == result.usage["llm_calls"] <= max_llm_calls
     for observation in observations(events):

@@ -22,11 +22,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recursa import RLM
-from recursa.actions import Kernel
-from recursa.actions import kernel as kernel_module
-from recursa.actions.kernel import ActionResult
-from recursa.actions.schema import ADAPTER
 from recursa.context import from_path, from_text
+from recursa.core.actions import Kernel
+from recursa.core.actions import search as kernel_module
+from recursa.core.actions import values as values_module
+from recursa.core.actions.schema import ADAPTER
+from recursa.core.actions.values import ActionResult
 from recursa.events import Event
 from recursa.sandbox.inside import mapped as _mapped
 from recursa.sandbox.inside.mapped import MappedText
@@ -240,7 +241,7 @@ def test_search_lines_preview_and_ranges_never_read_the_whole_file(tmp_path) -> 
 def test_the_whole_text_past_str_limit_is_refused_with_what_to_do_instead(tmp_path) -> None:
     path = _log(tmp_path)
     kernel = Kernel(None, [from_path(str(path), mmap_threshold=1)])
-    with mock.patch.object(kernel_module, "STR_LIMIT", 50_000):
+    with mock.patch.object(values_module, "STR_LIMIT", 50_000):
         chunked = do(kernel, action="chunk", var="context", size=100, into="c")
         parsed = do(kernel, action="json_parse", var="context", into="j")
         final = do(kernel, action="final", var="context")

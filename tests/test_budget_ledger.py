@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from e2e_helpers import assert_usage_matches_server, repl, sub_requests
 from recursa.budget import Ledger, Limits
-from recursa.engine import RLM
+from recursa.core.programs import RLM
 from recursa.errors import BudgetExceeded
 from recursa.testing import ScriptedLM
 

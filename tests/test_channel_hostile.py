@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from e2e_helpers import observation_after, one_json_object, repl, run_cli
-from recursa.engine import RLM
+from recursa.core.programs import RLM
 from recursa.sandbox import bwrap_problem
 from recursa.testing import ScriptedLM
 

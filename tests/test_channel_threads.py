@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from e2e_helpers import assert_usage_matches_server, observation_after, repl, start_cli
-from recursa.engine import RLM
+from recursa.core.programs import RLM
 from recursa.sandbox import bwrap_problem
 from recursa.testing import ScriptedLM
 

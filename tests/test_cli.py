@@ -17,7 +17,7 @@ from e2e_helpers import (
     run_cli,
     start_cli,
 )
-from recursa import prompts
+from recursa.core import prompts
 from recursa.demo import make_haystack
 from recursa.testing import LMRequest, ScriptedLM
 

@@ -16,8 +16,8 @@ from recursa.options import make_program, price_table
 from recursa.server.settings import ServeSettings
 
 HEAVY = (
-    "recursa.engine",
-    "recursa.gateway",
+    "recursa.core.programs",
+    "recursa.core.gateway",
     "recursa.sandbox",
     "recursa.executors",
     "recursa.evals.harness",
@@ -66,7 +66,7 @@ def test_a_commands_help_loads_its_choices_but_not_the_engine(args: list[str]) -
 
 def test_the_package_loads_a_public_name_when_it_is_first_used() -> None:
     assert loaded_after("import recursa") == []
-    assert "recursa.engine" in loaded_after("from recursa import RLM")
+    assert "recursa.core.programs" in loaded_after("from recursa import RLM")
 
 
 def test_options_make_the_program_each_strategy_names() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from e2e_helpers import host_env, run_cli
-from recursa import controllers
+from recursa.core import controllers
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -35,11 +35,11 @@ from e2e_helpers import (
     start_cli,
     worker_processes,
 )
-from recursa import prompts
-from recursa.engine import RLM
+from recursa.core import prompts
+from recursa.core.gateway import input_token_bound
+from recursa.core.programs import RLM
 from recursa.errors import ConfigError
 from recursa.events import Event, RLMEnded, RunEnded
-from recursa.gateway import input_token_bound
 from recursa.lm.pricing import PriceTable
 from recursa.testing import FakeLMServer, LMRequest, Reply, ScriptedLM, count_tokens
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from e2e_helpers import host_env, one_json_object, repl, root_requests, run_cli
-from recursa.engine import RLM
+from recursa.core.programs import RLM
 from recursa.mining import DistillError, distill, load_pipeline
 from recursa.testing import FakeLMServer, LMRequest, ScriptedLM
 from recursa.trace.jsonl import JsonlTrace

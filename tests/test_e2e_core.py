@@ -20,7 +20,7 @@ from e2e_helpers import (
     run_cli,
     sub_requests,
 )
-from recursa.engine import RLM
+from recursa.core.programs import RLM
 from recursa.testing import LMRequest, ScriptedLM
 
 QUESTION = "What is the vault passphrase mentioned in the log?"

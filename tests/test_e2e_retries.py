@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from e2e_helpers import assert_usage_matches_server, closed_port, repl, sub_requests
-from recursa.engine import RLM
+from recursa.core.programs import RLM
 from recursa.lm.retry import RetryPolicy
 from recursa.testing import LMRequest, Reply, ScriptedLM
 

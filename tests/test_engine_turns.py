@@ -12,8 +12,8 @@ from e2e_helpers import (
     repl,
     root_requests,
 )
-from recursa import prompts
-from recursa.engine import RLM
+from recursa.core import prompts
+from recursa.core.programs import RLM
 from recursa.testing import LMRequest, ScriptedLM
 
 RECOVER = repl("FINAL(['recovered', 'marker' in globals()])")

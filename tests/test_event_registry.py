@@ -71,7 +71,7 @@ def test_a_malformed_event_is_refused_naming_what_is_wrong(data: dict[str, Any],
 
 
 def test_every_event_class_is_registered_under_its_type() -> None:
-    import recursa.actions.events  # noqa: F401  (action mode's own event)
+    import recursa.core.actions.events  # noqa: F401  (action mode's own event)
 
     assert all(cls.type == kind and issubclass(cls, Event) for kind, cls in EVENT_TYPES.items())
     assert {"run_start", "run_end", "lm_call_start", "lm_call_end", "block", "action"} <= set(

@@ -12,8 +12,8 @@ import pytest
 from e2e_helpers import repl
 from recursa import RLM, context_files
 from recursa.context import from_path, from_text
+from recursa.core.guards import printed_contexts
 from recursa.events import Event
-from recursa.guards import printed_contexts
 from recursa.testing import ScriptedLM
 
 MIB = 1024 * 1024

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from e2e_helpers import observation_after, one_json_object, repl, root_requests, run_cli
-from recursa.engine import RLM
+from recursa.core.programs import RLM
 from recursa.testing import LMRequest, ScriptedLM
 from recursa.trace.reader import read_trace
 

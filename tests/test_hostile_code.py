@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from e2e_helpers import host_env, observation_after, one_json_object, repl, run_cli
-from recursa.engine import RLM
+from recursa.core.programs import RLM
 from recursa.sandbox import bwrap_problem, docker_problem, landlock_problem, process_cap_problem
 from recursa.sandbox.landlock import landlock_abi
 from recursa.sandbox.threats import BLOCKED, BOUNDED, CONTAINED, NOT_BLOCKED, PARTLY, verdict

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from e2e_helpers import one_json_object, repl, run_cli
-from recursa.engine import RLM
+from recursa.core.programs import RLM
 from recursa.mining import mine
 from recursa.testing import FakeLMServer, LMRequest, Reply, ScriptedLM
 from recursa.trace.jsonl import JsonlTrace

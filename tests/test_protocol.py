@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from recursa.protocol import FinalMarker, parse_turn
+from recursa.core.protocol import FinalMarker, parse_turn
 
 
 @pytest.mark.parametrize("lang", ["repl", "python", "py", "Python", "python3"])

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from e2e_helpers import host_env, one_json_object, repl, run_cli
+from recursa.core.gateway import ClientPool
 from recursa.errors import ConfigError
-from recursa.gateway import ClientPool
 from recursa.testing import FakeLMServer, LMRequest
 from serve_helpers import TOKEN, recursa_serve
 

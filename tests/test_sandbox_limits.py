@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from e2e_helpers import host_env, one_json_object, repl, run_cli
-from recursa.engine import RLM
+from recursa.core.programs import RLM
 from recursa.errors import ConfigError
 from recursa.sandbox import (
     ContextPayload,

@@ -13,7 +13,7 @@ import pytest
 
 import recursa
 from e2e_helpers import host_env, observation_after, repl
-from recursa.engine import RLM
+from recursa.core.programs import RLM
 from recursa.testing import ScriptedLM
 
 CONTEXT = "alpha beta gamma\n" * 100
@@ -184,7 +184,7 @@ def test_a_recursa_installed_under_tmp_runs_blocks_in_the_default_sandbox() -> N
         script = textwrap.dedent(
             f"""
             import recursa
-            from recursa.engine import RLM
+            from recursa.core.programs import RLM
             from recursa.testing import FakeLMServer, ScriptedLM
             assert recursa.__file__.startswith({str(root)!r}), recursa.__file__
             lm = ScriptedLM(root=["```repl\\nFINAL(6 * 7)\\n```"])

@@ -7,7 +7,8 @@ history stays readable from the REPL.
 from __future__ import annotations
 
 from e2e_helpers import repl, root_requests
-from recursa import RLM, prompts
+from recursa import RLM
+from recursa.core import prompts
 from recursa.testing import LMRequest, ScriptedLM
 
 A = "alpha beta gamma"

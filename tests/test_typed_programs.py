@@ -10,7 +10,8 @@ import pytest
 from pydantic import BaseModel
 
 from e2e_helpers import observation_after, one_json_object, repl, root_requests, run_cli
-from recursa import RLM, ConfigError, Signature, prompts
+from recursa import RLM, ConfigError, Signature
+from recursa.core import prompts
 from recursa.testing import LMRequest, ScriptedLM
 
 COUNT_AND_LINES = "question, context -> count: int, lines: list[int]"

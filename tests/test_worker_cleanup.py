@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from e2e_helpers import bwrap_in_use, finish_cli, host_env, repl, start_cli, worker_processes
-from recursa import prompts
-from recursa.engine import RLM
+from recursa.core import prompts
+from recursa.core.programs import RLM
 from recursa.sandbox.limits import cgroup_problem
 from recursa.testing import LMRequest, Reply, ScriptedLM
 

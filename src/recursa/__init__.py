@@ -17,32 +17,32 @@ from .errors import (
 
 if TYPE_CHECKING:
     from .budget import Limits
-    from .engine import RLM, Auto, Direct, RunResult
+    from .core.programs import RLM, Auto, Direct, RunResult
+    from .core.session import Session
+    from .core.signature import Signature, SignatureError
+    from .core.tools import Tool, tool
     from .events import Event
     from .lm.base import Completion, LMClient
     from .lm.pricing import Price, PriceTable
     from .lm.retry import RetryPolicy
-    from .session import Session
-    from .signature import Signature, SignatureError
-    from .tools import Tool, tool
 
 _HOMES = {
     "Limits": "budget",
-    "RLM": "engine",
-    "Auto": "engine",
-    "Direct": "engine",
-    "RunResult": "engine",
+    "RLM": "core.programs",
+    "Auto": "core.programs",
+    "Direct": "core.programs",
+    "RunResult": "core.programs",
     "Event": "events",
     "Completion": "lm.base",
     "LMClient": "lm.base",
     "Price": "lm.pricing",
     "PriceTable": "lm.pricing",
     "RetryPolicy": "lm.retry",
-    "Session": "session",
-    "Signature": "signature",
-    "SignatureError": "signature",
-    "Tool": "tools",
-    "tool": "tools",
+    "Session": "core.session",
+    "Signature": "core.signature",
+    "SignatureError": "core.signature",
+    "Tool": "core.tools",
+    "tool": "core.tools",
 }
 """Each public name's module, imported on first use, so that `recursa --help` (which
 imports this package) does not load the engine, the LM clients and httpx."""

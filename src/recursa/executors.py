@@ -31,7 +31,7 @@ from .errors import ConfigError
 
 if TYPE_CHECKING:
     from .context import Context
-    from .engine import RLM
+    from .core.programs import RLM
 
 RLMFactory = Callable[[], "RLM"]
 """Builds the program for one question. It must pickle (a module-level function, or a

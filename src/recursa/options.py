@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .engine import RLM, Auto, Direct
+from .core.programs import RLM, Auto, Direct
 from .errors import ConfigError
 from .lm.base import LMClient
 from .lm.pricing import PriceTable

@@ -36,7 +36,7 @@ from .serve import mcp, serve
 
 if TYPE_CHECKING:
     from ..context import Context
-    from ..engine import RLM, RunResult
+    from ..core.programs import RLM, RunResult
     from ..events import Event, Listener
 
 
@@ -185,7 +185,7 @@ def _run_interruptible(
     import asyncio
     import signal
 
-    from ..engine import RunResult
+    from ..core.programs import RunResult
     from ..events import RunEnded
     from ..sandbox.process import kill_all_live
 
@@ -256,7 +256,7 @@ def replay(
     quiet: bool,
 ) -> int:
     """Re-run TRACE (a trace file or a stored run id) with no model; report divergence."""
-    from ..gateway import ClientPool
+    from ..core.gateway import ClientPool
     from ..progress import Progress
     from ..trace.replay import Recording
     from ..trace.replay import replay as run_replay

@@ -13,7 +13,7 @@ import click
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from ..engine import RLM
+    from ..core.programs import RLM
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
-    from ..engine import RunResult
+    from ..core.programs import RunResult
+
+from ..core.status import LIMIT_STATUSES
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LIMIT, EXIT_DIVERGED = 0, 1, 2, 3, 4
-LIMIT_STATUSES = frozenset({"max_iterations", "budget_exhausted", "stalled", "timeout"})
-"""The statuses of a run that a limit or guard stopped (exit code 3)."""
 
 
 def fail(message: str, code: int) -> int:

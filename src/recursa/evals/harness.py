@@ -38,10 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..engine import RLM
+from ..core.gateway import ClientPool
+from ..core.programs import RLM
 from ..errors import ConfigError
 from ..executors import EXECUTORS
-from ..gateway import ClientPool
 from ..lm.base import LMClient
 from ..lm.models import parse_model
 from ..options import make_program

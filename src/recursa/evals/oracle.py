@@ -28,7 +28,7 @@ import json
 import threading
 from typing import Any
 
-from .. import prompts
+from ..core import prompts
 from ..testing.scripted import LMRequest, ScriptedLM
 from .programs import INSTRUCTIONS, PROGRAMS, TEXT_MARK, source, version
 

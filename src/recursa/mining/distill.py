@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core.protocol import parse_turn
 from ..errors import ConfigError
-from ..protocol import parse_turn
 from ..sandbox.inside.names import HELPERS, REPL_NAMES, RESERVED
 from ..trace.store import RunStore
 from .mine import MALFORMED, SUB_PURPOSES, TraceRun, error_kind, load_runs

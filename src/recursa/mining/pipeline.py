@@ -30,10 +30,10 @@ from typing import Any
 
 from ..budget import Ledger, Limits
 from ..context import Context, from_directory, from_file, from_text, from_value
-from ..engine import RunResult
+from ..core.gateway import ClientPool, Gateway
+from ..core.programs import RunResult
 from ..errors import BudgetExceeded, ConfigError, LMError, RecursaError
 from ..events import Emitter, Event, FinalReached, Listener, RunEnded, RunStarted
-from ..gateway import ClientPool, Gateway
 from ..lm.base import LMClient
 from ..lm.pricing import PriceTable
 from ..lm.retry import RetryPolicy

@@ -14,13 +14,13 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from ..core.status import LIMIT_STATUSES
 from ..events import Event
 from .runs import RunSpec
 from .settings import RequestError, ServeSettings, Source, request_sources
 
 LONG_MESSAGE_CHARS = 2_000
 ANSWER_PIECE_CHARS = 1_000
-LIMIT_STATUSES = frozenset({"max_iterations", "budget_exhausted", "stalled", "timeout"})
 
 
 def message_text(content: Any) -> str:

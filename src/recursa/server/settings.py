@@ -18,7 +18,7 @@ from ..context import Context, from_directory, from_path, from_text, from_value
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from ..engine import RLM
+    from ..core.programs import RLM
 
 MODEL_PREFIX = "recursa/"
 

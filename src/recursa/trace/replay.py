@@ -19,10 +19,10 @@ from typing import Any
 
 from ..context import Context, from_directory, from_file, from_path, from_text, from_value
 from ..context_files import mmap_threshold
-from ..engine import RLM, RunResult
+from ..core.gateway import CURRENT_CALL, messages_sha256
+from ..core.programs import RLM, RunResult
 from ..errors import ConfigError, LMConnectionError, LMError, LMStatusError
 from ..events import BlockExecuted, Event, LMCallEnded, LMCallStarted, RunStarted
-from ..gateway import CURRENT_CALL, messages_sha256
 from ..lm.base import Completion, LMClient, Message
 from ..lm.models import parse_model
 from ..lm.pricing import PriceTable

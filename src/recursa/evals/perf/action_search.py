@@ -36,9 +36,9 @@ import sys
 import time
 from typing import Any
 
-from ...actions import Kernel
-from ...actions.schema import ADAPTER
 from ...context import Context
+from ...core.actions import Kernel
+from ...core.actions.schema import ADAPTER
 from ._common import MB, Result, report
 
 BENCH = "action_search"

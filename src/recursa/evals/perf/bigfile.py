@@ -125,7 +125,7 @@ def warm_cache(path: Path) -> None:
 def child(path: str) -> None:
     """One measured run in a fresh host process; prints one JSON line."""
     from recursa.context import from_path
-    from recursa.engine import RLM
+    from recursa.core.programs import RLM
     from recursa.testing import FakeLMServer, ScriptedLM
 
     hwm: dict[int, int] = {}

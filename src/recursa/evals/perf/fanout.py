@@ -18,7 +18,7 @@ import statistics
 import sys
 from typing import Any
 
-from recursa.engine import RLM
+from recursa.core.programs import RLM
 
 from ._common import Result, ServerProcess, median_of, report
 

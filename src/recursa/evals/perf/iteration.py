@@ -30,14 +30,15 @@ from typing import Any
 
 import httpx
 
-from recursa import prompts
 from recursa.budget import Ledger, Limits
 from recursa.context import build_payload, describe, from_text
-from recursa.engine import RLM, _Run
+from recursa.core import prompts
+from recursa.core.code_loop import Loop
+from recursa.core.gateway import ClientPool, Gateway
+from recursa.core.programs import RLM
+from recursa.core.protocol import parse_turn
+from recursa.core.run import Run
 from recursa.events import Emitter
-from recursa.gateway import ClientPool, Gateway
-from recursa.loop import Loop
-from recursa.protocol import parse_turn
 from recursa.sandbox.base import BlockResult
 from recursa.testing import ScriptedLM
 
@@ -97,7 +98,7 @@ class _StubSandbox:
 
 def _loop(text: str) -> Loop:
     rlm = RLM("openai/scripted", client=ScriptedLM(root=[REPLY]), env={})
-    run = _Run(rlm, [])
+    run = Run(rlm, [])
     loop = Loop(run, "0", 0, "openai/scripted")
     loop.contexts = [from_text(text)]
     loop.sandbox = _StubSandbox()  # type: ignore[assignment]

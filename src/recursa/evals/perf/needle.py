@@ -59,8 +59,8 @@ OFFICIAL_X = 10.0
 
 def child(path: str, url: str) -> None:
     """One measured run in a fresh host process; prints one JSON line."""
+    from recursa.core.programs import RLM
     from recursa.demo import QUESTION
-    from recursa.engine import RLM
 
     text = Path(path).read_text(encoding="utf-8")
     hwm: dict[int, int] = {}

@@ -524,7 +524,7 @@ class MappedText:
     def _matches(self, rx: Any) -> Iterator[tuple[int, Any]]:
         """(character offset, re.Match over a chunk) for each match of the compiled `rx`, as
         re.finditer finds them in the whole text, read lazily: `search` takes the first few,
-        and the action kernel (which maps files in the host: actions/kernel.py) counts
+        and the action kernel (which maps files in the host: core/actions/search.py) counts
         them all and keeps their groups."""
         at, size = 0, SEARCH_CHUNK  # this chunk: matches that start in [at, at + size)
         pos = 0  # where the next match may start
@@ -606,6 +606,13 @@ class MappedText:
         """Pieces of `size` characters, each starting `size - overlap` after the last,
         until one reaches the end: a lazy sequence of str (len() and indexing work)."""
         return Chunks(self, size, overlap)
+
+
+def matches(text: MappedText, rx: Any) -> Iterator[tuple[int, Any]]:
+    """(character offset, re.Match over a chunk) for each match of the compiled `rx` in
+    `text`, read lazily: the host's action kernel counts them all and keeps their groups.
+    A function, not a method, so model code in the REPL sees no new name on `context`."""
+    return text._matches(rx)
 
 
 class Lines:

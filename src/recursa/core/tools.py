@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError
-from .sandbox.inside.names import RESERVED
+from ..errors import ConfigError
+from ..sandbox.inside.names import RESERVED
 
 
 @dataclass(frozen=True, slots=True)

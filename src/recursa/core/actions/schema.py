@@ -248,9 +248,11 @@ class Item:
     @property
     def name(self) -> str:
         if self.action is not None:
-            return self.action.action
+            name: str = self.action.action
+            return name
         if isinstance(self.raw, dict) and isinstance(self.raw.get("action"), str):
-            return self.raw["action"][:40]
+            raw: str = self.raw["action"]
+            return raw[:40]
         return "?"
 
 

@@ -12,36 +12,26 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel
 
-from ..context import Context, describe
-from ..errors import BudgetExceeded, LMError
-from ..events import (
-    Compacted,
-    FinalReached,
-    RLMEnded,
+from ...context import Context, describe
+from ...errors import LMError
+from ...events import (
     RLMStarted,
-    StallDetected,
-    TurnEnded,
-    TurnStarted,
 )
-from ..gateway import estimate_tokens
-from ..guards import Guard
-from ..lm.base import Message
-from ..lm.windows import context_window
-from ..loop import Outcome
 from ..protocol import parse_turn
+from ..run import Outcome, Run
 from ..signature import SignatureError
+from ..status import Status
+from ..turns import Turn, TurnLoop, TurnTexts
 from . import prompts
 from .events import ActionExecuted
-from .kernel import PROTECTED, ActionResult, Excerpt, Kernel, cut
-from .kernel import render as render_turn
+from .kernel import PROTECTED, Kernel
 from .schema import VALID_ACTIONS, parse_reply
-
-if TYPE_CHECKING:
-    from ..engine import _Run
+from .values import ActionResult, Excerpt, cut
+from .values import render as render_turn
 
 PREVIEW_CHARS = 500
 SUB_WINDOW = "100,000"
@@ -49,31 +39,31 @@ SUB_WINDOW = "100,000"
 EVENT_EXCERPT = 2000
 
 
-class ActionLoop:
+class ActionLoop(TurnLoop):
     """One action-mode run of the root: `await ActionLoop(run, question, contexts,
     inputs).run()` returns the same `Outcome` as code mode's loop."""
 
+    texts = TurnTexts(
+        compact=prompts.COMPACT,
+        compacted=prompts.COMPACTED,
+        extract=prompts.EXTRACT,
+        stalled_extract=prompts.STALLED_EXTRACT,
+        stall=prompts.STALL,
+        stall_warning=prompts.STALL_WARNING,
+    )
+
     def __init__(
         self,
-        run: _Run,
+        run: Run,
         question: str,
         contexts: list[Context],
         inputs: dict[str, Any] | None = None,
     ) -> None:
-        self.run_ = run
-        self.cfg = run.cfg
+        super().__init__(run, "0", 0, run.cfg.model, run.cfg.signature, run.cfg.context_window)
         self.question = question
         self.contexts = list(contexts)
         self.inputs = dict(inputs or {})
-        self.signature = run.cfg.signature
-        self.model = run.cfg.model
         self.kernel = Kernel(run, self.contexts, self.inputs, signature=self.signature)
-        self.messages: list[Message] = []
-        self.first = ""
-        self.iterations = 0
-        self.best: Any = None
-        self.window, _ = context_window(self.model, run.cfg.context_window)
-        self.guard = Guard(run.cfg.guards) if run.cfg.guards is not None else None
 
     # ---- lifecycle ---------------------------------------------------------------------------
     async def run(self) -> Outcome:
@@ -88,23 +78,18 @@ class ActionLoop:
                 contexts=[c.reference() for c in self.contexts],
             )
         )
-        outcome = Outcome("error", error="the run did not finish")
+        outcome = Outcome(Status.ERROR, error="the run did not finish")
         try:
-            outcome = await self._turns()
+            self.messages = [
+                {"role": "system", "content": self.system_prompt()},
+                {"role": "user", "content": self.first},
+            ]
+            outcome = await self.turns()
         except LMError as exc:
-            outcome = Outcome("error", self.best, self.iterations, str(exc))
+            outcome = Outcome(Status.ERROR, self.best, self.iterations, str(exc))
         finally:
             self.kernel.close()
-            self.run_.emitter.emit(
-                RLMEnded(
-                    rlm="0",
-                    depth=0,
-                    status=outcome.status,
-                    answer=_jsonable(outcome.answer),
-                    iterations=outcome.iterations,
-                    error=outcome.error,
-                )
-            )
+            self.ended(outcome)
         return outcome
 
     def system_prompt(self) -> str:
@@ -167,46 +152,27 @@ class ActionLoop:
             parts.append(f"{head} {title}\n{block}")
         return "\n\n".join(parts)
 
-    # ---- turns -------------------------------------------------------------------------------
-    async def _turns(self) -> Outcome:
-        self.messages = [
-            {"role": "system", "content": self.system_prompt()},
-            {"role": "user", "content": self.first},
-        ]
-        for iteration in range(1, self.cfg.max_iterations + 1):
-            self.run_.emitter.emit(TurnStarted(rlm="0", depth=0, iteration=iteration))
-            await self._compact_if_needed(iteration)
-            try:
-                reply = await self._ask(self.messages, "root")
-            except BudgetExceeded as exc:
-                return Outcome("budget_exhausted", self.best, self.iterations, str(exc))
-            self.iterations = iteration
-            self.messages.append({"role": "assistant", "content": reply})
-            observation, final, ran, stats = await self._handle(reply, iteration)
-            warning, stop = (None, None) if final is not None else self._check_stall(
-                iteration, stats
-            )  # fmt: skip
-            if warning is not None:
-                observation = cut(f"{observation}\n\n{warning}", self.cfg.max_output_chars)
-            self.run_.emitter.emit(
-                TurnEnded(
-                    rlm="0",
-                    depth=0,
-                    iteration=iteration,
-                    blocks=ran,
-                    observation=observation,
-                    final=final is not None,
-                )
-            )
-            if final is not None:
-                answer, output = final
-                self._final(iteration, answer, "action")
-                return Outcome("ok", answer, iteration, output=output)
-            self.messages.append({"role": "user", "content": observation})
-            if stop is not None:
-                why = prompts.STALLED_EXTRACT.format(what=stop)
-                return await self._extract("stalled", why, f"stalled: {stop}")
-        return await self._extract()
+    # ---- the skeleton's hooks ----------------------------------------------------------------
+    async def play(self, reply: str, iteration: int) -> Turn:
+        observation, final, ran, stats = await self._handle(reply, iteration)
+        accepted = None if final is None else (*final, "action")
+        return Turn(
+            observation,
+            accepted,
+            ran,
+            codes=stats.codes,
+            outputs=stats.outputs,
+            errors=stats.errors,
+            new_vars=stats.new_vars,
+        )
+
+    def with_warning(self, observation: str, warning: str) -> str:
+        return cut(f"{observation}\n\n{warning}", self.cfg.max_output_chars)
+
+    def extract_prompt(self, ask: str | None) -> str:
+        if self.signature is not None:
+            return prompts.EXTRACT_SIGNATURE.replace("<<FIELDS>>", self.signature.describe())
+        return prompts.EXTRACT if ask is None else ask
 
     async def _handle(
         self, reply: str, iteration: int
@@ -309,53 +275,7 @@ class ActionLoop:
             return str(exc).replace("SUBMIT needs", "final needs", 1)
         return output.model_dump(mode="json"), output
 
-    def _check_stall(self, iteration: int, stats: _Stats) -> tuple[str | None, str | None]:
-        if self.guard is None:
-            return None, None
-        verdict = self.guard.judge(
-            stats.codes,
-            stats.outputs,
-            stats.errors,
-            stats.new_vars,
-            texts=prompts.STALL,
-            warning=prompts.STALL_WARNING,
-        )
-        if verdict is None:
-            return None, None
-        self.run_.emitter.emit(
-            StallDetected(
-                rlm="0",
-                depth=0,
-                iteration=iteration,
-                kind=verdict.detection.kind,
-                detail=verdict.detection.detail,
-                count=verdict.detection.count,
-                action=verdict.action,
-            )
-        )
-        return verdict.warning, verdict.stop
-
-    async def _extract(
-        self, status: str = "max_iterations", ask: str | None = None, why: str | None = None
-    ) -> Outcome:
-        """Out of turns (or stalled): one more request asks for the best answer known."""
-        if self.signature is not None:
-            ask = prompts.EXTRACT_SIGNATURE.replace("<<FIELDS>>", self.signature.describe())
-        elif ask is None:
-            ask = prompts.EXTRACT
-        self.messages.append({"role": "user", "content": ask})
-        iterations = self.iterations
-        try:
-            reply = await self._ask(self.messages, "extract")
-        except BudgetExceeded as exc:
-            return Outcome(status, self.best, iterations, why or str(exc))
-        self.messages.append({"role": "assistant", "content": reply})
-        answer, output = await self._extracted(reply)
-        self.best = answer
-        self._final(iterations, answer, "extract")
-        return Outcome(status, answer, iterations, why, output=output)
-
-    async def _extracted(self, reply: str) -> tuple[Any, BaseModel | None]:
+    async def extracted(self, reply: str) -> tuple[Any, BaseModel | None]:
         """The answer a last-chance reply gives: a final action, or the reply's text."""
         parsed = parse_reply(reply)
         finals = [i.action for i in parsed.items if i.action is not None]
@@ -379,51 +299,6 @@ class ActionLoop:
             if not isinstance(accepted, str):
                 return accepted
         return reply.strip(), None
-
-    async def _compact_if_needed(self, iteration: int) -> None:
-        before = estimate_tokens(self.messages)
-        if before <= self.cfg.compact_at * self.window or len(self.messages) < 6:
-            return
-        try:
-            summary = await self._ask(
-                [*self.messages, {"role": "user", "content": prompts.COMPACT}], "compact"
-            )
-        except BudgetExceeded:
-            return
-        self.messages = [
-            self.messages[0],
-            {
-                "role": "user",
-                "content": prompts.COMPACTED.format(first=self.first, summary=summary.strip()),
-            },
-        ]
-        self.run_.emitter.emit(
-            Compacted(
-                rlm="0",
-                depth=0,
-                iteration=iteration,
-                tokens_before=before,
-                tokens_after=estimate_tokens(self.messages),
-                window=self.window,
-            )
-        )
-
-    def _final(self, iteration: int, answer: Any, source: str) -> None:
-        self.run_.emitter.emit(
-            FinalReached(
-                rlm="0",
-                depth=0,
-                iteration=iteration,
-                answer=_jsonable(answer),
-                source=source,
-            )
-        )
-
-    async def _ask(self, messages: list[Message], purpose: str) -> str:
-        completion = await self.run_.gateway.complete(
-            messages, model=self.model, depth=0, rlm="0", purpose=purpose
-        )
-        return completion.text
 
 
 class _Stats:
@@ -465,11 +340,3 @@ def _json_values(text: str) -> list[Any]:
 
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else _canonical(value)
-
-
-def _jsonable(value: Any) -> Any:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError, RecursionError):
-        return str(value)
-    return value

@@ -15,7 +15,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ValidationError, create_model
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 _SCALARS: dict[str, Any] = {"str": str, "int": int, "float": float, "bool": bool, "Any": Any}
 _NAME = re.compile(r"^[A-Za-z_]\w*$")
@@ -105,7 +105,9 @@ def _allows_none(annotation: Any) -> bool:
 
 
 def _split_top(text: str) -> list[str]:
-    parts, depth, current = [], 0, []
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
     for ch in text:
         if ch in "[(":
             depth += 1
@@ -138,9 +140,10 @@ def _from_node(node: ast.AST) -> Any:
         args = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
         base = node.value.id
         if base == "Literal":
-            if not all(isinstance(a, ast.Constant) for a in args):
+            constants = [a for a in args if isinstance(a, ast.Constant)]
+            if len(constants) != len(args):
                 raise ValueError("Literal takes constants")
-            return Literal[tuple(a.value for a in args)]  # type: ignore[misc]
+            return Literal[tuple(a.value for a in constants)]
         if base == "tuple" and len(args) == 2 and isinstance(args[1], ast.Constant):
             return tuple[_from_node(args[0]), ...]  # type: ignore[misc]
         parsed = [_from_node(a) for a in args]

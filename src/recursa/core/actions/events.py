@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ..events import Event
+from ...events import Event
 
 
 @dataclass(slots=True, kw_only=True)

@@ -1,9 +1,10 @@
-"""The public programs (RLM, Direct, Auto) and the run that carries each call.
+"""The public programs (RLM, Direct, Auto): their settings, and how one call is carried.
 
-One `_Run` per call owns the ledger, the gateway and the event stream. The RLM strategy
-drives a tree of `loop.Loop`s (the root and every child started by `rlm_query`); the Direct
-strategy sends one request with the context in the prompt. Both go through the same
-gateway, so they share limits, usage report, events and result type.
+A program is the checked configuration; each call makes a `run.Run` (ledger, gateway,
+events) and `execute` drives it: the RLM strategy through a tree of loops (`code_loop.Loop`,
+or `actions.ActionLoop` in action mode), the Direct strategy through one request
+(`direct`). All go through the run's gateway, so they share limits, usage report, events
+and result type.
 """
 
 from __future__ import annotations
@@ -13,81 +14,42 @@ import contextlib
 import dataclasses
 import math
 import os
-import secrets
 import threading
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel
 
+from ..budget import Limits
+from ..context import Context, from_path, from_value
+from ..errors import ConfigError, LMError, SandboxError
+from ..events import Event, Listener
+from ..lm.base import LMClient
+from ..lm.openai_compat import DEFAULT_DEADLINE, DEFAULT_MAX_RESPONSE_BYTES
+from ..lm.pricing import PriceTable
+from ..lm.retry import RetryPolicy
+from ..lm.windows import context_window
+from ..sandbox import resolve_backend
 from . import prompts
-from .budget import Ledger, Limits
-from .context import Context, from_path, from_value
-from .controllers import known_controller
-from .errors import BudgetExceeded, ConfigError, LMError, SandboxError
-from .events import (
-    ControllerNote,
-    Emitter,
-    Event,
-    FinalReached,
-    Listener,
-    RunEnded,
-    RunStarted,
-)
-from .gateway import ClientPool, Gateway, estimate_tokens
+from .code_loop import Loop
+from .direct import DIRECT_OUTPUT_RESERVE, answer_directly, direct_prompt, text_chars
+from .gateway import ClientPool
 from .guards import GuardSettings
-from .lm.base import LMClient
-from .lm.openai_compat import DEFAULT_DEADLINE, DEFAULT_MAX_RESPONSE_BYTES
-from .lm.pricing import PriceTable
-from .lm.retry import RetryPolicy
-from .lm.windows import DEFAULT_WINDOW, context_window
-from .loop import Loop, Outcome, _json_object, _jsonable, _short
-from .sandbox import resolve_backend
-from .signature import Signature, SignatureError
+from .run import Outcome, Run, RunResult
+from .session import Session
+from .signature import Signature
+from .status import Status
 from .tools import Tool, normalize
 
-STATUSES = ("ok", "max_iterations", "budget_exhausted", "stalled", "timeout", "error")
-DIRECT_OUTPUT_RESERVE = 4096
-"""Tokens left for the answer when deciding whether a direct call fits the window."""
+__all__ = ["RLM", "Auto", "Direct", "RunResult", "execute"]
+
+if TYPE_CHECKING:
+    from .actions import ActionLoop
+
+T = TypeVar("T")
 
 ToolsArg = Mapping[str, Callable[..., Any] | Tool] | Iterable[Callable[..., Any] | Tool] | None
-
-
-@dataclass(slots=True)
-class RunResult:
-    """What a run returns: the contract's JSON object, as Python, plus the typed output."""
-
-    answer: Any
-    status: str
-    iterations: int
-    usage: dict[str, Any]
-    run_id: str
-    trace: str | None = None
-    error: str | None = None
-    output: BaseModel | None = None
-    """The validated outputs when the program has a signature."""
-    strategy: str = "rlm"
-    events: list[Event] = field(default_factory=list, repr=False)
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-    def to_dict(self) -> dict[str, Any]:
-        data = {
-            "answer": _jsonable(self.answer),
-            "status": self.status,
-            "iterations": self.iterations,
-            "usage": self.usage,
-            "run_id": self.run_id,
-            "trace": self.trace,
-        }
-        if self.error:
-            data["error"] = self.error
-        return data
 
 
 class RLM:
@@ -275,8 +237,8 @@ class RLM:
         the run (a fresh one is made when None)."""
         loaded = _load_contexts(self, context, contexts)
         listeners = [*self.listeners, *([on_event] if on_event else [])]
-        run = _Run(self, listeners, run_id)
-        return await run.execute(question, loaded, dict(inputs or {}))
+        run = Run(self, listeners, run_id)
+        return await execute(run, question, loaded, dict(inputs or {}))
 
     def run(self, question: str, context: Any = None, **kwargs: Any) -> RunResult:
         """The synchronous twin of `arun` (safe to call where an event loop already runs)."""
@@ -300,10 +262,8 @@ class RLM:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    def session(self) -> Any:
-        """A conversation whose REPL persists across questions (see recursa.session)."""
-        from .session import Session
-
+    def session(self) -> Session:
+        """A conversation whose REPL persists across questions (see recursa.core.session)."""
         return Session(self)
 
 
@@ -320,7 +280,9 @@ class Auto(RLM):
 
     strategy: ClassVar[str] = "auto"
 
-    def __init__(self, model: str | None = None, *, direct_below_chars: int | None = None, **kw):
+    def __init__(
+        self, model: str | None = None, *, direct_below_chars: int | None = None, **kw: Any
+    ) -> None:
         super().__init__(model, **kw)
         if direct_below_chars is not None:
             _positive_int("direct_below_chars", direct_below_chars)
@@ -328,214 +290,61 @@ class Auto(RLM):
         self.direct_below_chars = direct_below_chars or max(window - DIRECT_OUTPUT_RESERVE, 0) * 2
 
     def choose(self, contexts: list[Context]) -> str:
-        size = sum(_text_chars(c)[1] for c in contexts)
+        size = sum(text_chars(c)[1] for c in contexts)
         return "direct" if size < self.direct_below_chars else "rlm"
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "direct_below_chars": self.direct_below_chars}
 
 
-class _Run:
-    """One call: ledger, gateway and events shared by every depth of the tree."""
-
-    def __init__(self, rlm: RLM, listeners: list[Listener], run_id: str | None = None) -> None:
-        self.cfg = rlm
-        self.run_id = run_id or uuid.uuid4().hex[:12]
-        self.events: list[Event] = []
-        self.emitter = Emitter(self.run_id, [self.events.append, *listeners])
-        self.ledger = Ledger(limits=rlm.limits, pricer=rlm.prices)
-        self.pool = ClientPool(
-            base_url=rlm.base_url,
-            base_url_for=rlm.base_url_for,
-            client=rlm.client,
-            env=rlm.env,
-            timeout=rlm.request_timeout,
-            max_connections=max(rlm.concurrency, 8),
-            deadline=rlm.request_deadline,
-            max_response_bytes=rlm.max_response_bytes,
-        )
-        self.gateway = Gateway(
-            self.ledger,
-            self.pool,
-            self.emitter,
-            concurrency=rlm.concurrency,
-            retry=rlm.retry,
-            full_prompts=rlm.record_full_prompts,
-        )
-        self.tools = rlm.tools
-        self.system_prompt = rlm.system_prompt
-        self.seed = rlm.seed if rlm.seed is not None else secrets.randbits(32)
-        self.child_count: dict[str, int] = {}
-        self.child_slots: dict[int, asyncio.Semaphore] = {}
-
-    def start(self, question: str, contexts: list[Context], strategy: str) -> None:
-        self.emitter.emit(
-            RunStarted(
-                question=question,
-                model=self.cfg.model,
-                sub_model=self.cfg.sub_model,
-                settings={**self.cfg.settings(), "strategy": strategy, "seed": self.seed},
-                contexts=[c.reference() for c in contexts],
-                system_prompt=self.system_prompt,
-            )
-        )
-        if strategy != "direct" and not known_controller(self.cfg.model):
-            note = (
-                f"{self.cfg.model} is not in the table of models known to drive RLMs well; "
-                "smaller models often write poor REPL code (see --strategy auto)"
-            )
-            self.emitter.emit(ControllerNote(model=self.cfg.model, message=note))
-
-    async def execute(
-        self, question: str, contexts: list[Context], inputs: dict[str, Any]
-    ) -> RunResult:
-        strategy = self.cfg.choose(contexts)
-        if strategy == "direct":
-            try:
-                direct_prompt = self._direct_prompt(question, contexts, inputs)
-            except ConfigError:
-                if self.cfg.strategy != "auto":
-                    raise
-                strategy = "rlm"  # Auto's guess did not fit the window after all
-        root: Loop | Any
-        if self.cfg.mode == "actions" and strategy != "direct":
-            from .actions import ActionLoop
-
-            root = ActionLoop(self, question, contexts, inputs)
-            self.system_prompt = root.system_prompt()
-        else:
-            root = Loop(self, "0", 0, self.cfg.model, signature=self.cfg.signature, inputs=inputs)
-        self.start(question, contexts, strategy)
+async def execute(
+    run: Run, question: str, contexts: list[Context], inputs: dict[str, Any]
+) -> RunResult:
+    """Carry one call of a program: pick the strategy, run its root loop (or the direct
+    request) under the timeout, and report what was spent whatever happened."""
+    cfg = run.cfg
+    strategy = cfg.choose(contexts)
+    if strategy == "direct":
         try:
-            async with asyncio.timeout(self.cfg.timeout):
-                if strategy == "direct":
-                    outcome = await self._direct(direct_prompt)
-                elif self.cfg.mode == "actions":
-                    outcome = await root.run()
-                else:
-                    outcome = await root.run(question, contexts)
-        except TimeoutError:
-            why = f"the run passed its {self.cfg.timeout:g} s timeout"
-            outcome = Outcome("timeout", root.best, root.iterations, why)
-        except (LMError, SandboxError) as exc:
-            outcome = Outcome("error", root.best, root.iterations, str(exc))
-        except asyncio.CancelledError:
-            # Report what was spent before letting the cancellation go on: a caller that
-            # cancelled (Ctrl-C in the CLI) still gets the partial usage from `run_end`.
-            cancelled = Outcome("error", root.best, root.iterations, "the run was cancelled")
-            self.finish(cancelled, strategy, cancelled=True)
-            raise
-        finally:
-            await asyncio.shield(self.pool.aclose())
-        return self.finish(outcome, strategy)
+            prompt = direct_prompt(run, question, contexts, inputs)
+        except ConfigError:
+            if cfg.strategy != "auto":
+                raise
+            strategy = "rlm"  # Auto's guess did not fit the window after all
+    root: Loop | ActionLoop
+    if cfg.mode == "actions" and strategy != "direct":
+        from .actions import ActionLoop  # action mode's pydantic schema: loaded when used
 
-    def finish(
-        self, outcome: Outcome, strategy: str = "rlm", *, cancelled: bool = False
-    ) -> RunResult:
-        breach = self.ledger.breach
-        if breach is not None and outcome.status not in ("error", "budget_exhausted"):
-            # Model code may have caught the BudgetExceeded of a sub-query and gone on to
-            # FINAL: a run whose limit no longer holds is never reported `ok`.
-            why = f"{breach}: the run stopped, as {self.ledger.breach_limit} can no longer hold"
-            outcome = dataclasses.replace(outcome, status="budget_exhausted", error=why)
-        usage = self.ledger.usage()
-        self.emitter.emit(
-            RunEnded(
-                status=outcome.status,
-                answer=_jsonable(outcome.answer),
-                iterations=outcome.iterations,
-                usage=usage,
-                error=outcome.error,
-                cancelled=cancelled,
-            )
-        )
-        return RunResult(
-            answer=outcome.answer,
-            status=outcome.status,
-            iterations=outcome.iterations,
-            usage=usage,
-            run_id=self.run_id,
-            error=outcome.error,
-            output=outcome.output,
-            strategy=strategy,
-            events=self.events,
-        )
-
-    # ---- the direct strategy ---------------------------------------------------------------
-    def _direct_prompt(self, question: str, contexts: list[Context], inputs: dict[str, Any]) -> str:
-        signature = self.cfg.signature
-        if signature is None:
-            answer_format = prompts.DIRECT_TEXT
-        else:
-            answer_format = prompts.DIRECT_JSON.format(fields=signature.describe())
-        shown = "".join(f"- {k} = {_short(v, 300)}\n" for k, v in inputs.items())
-        window, known = context_window(self.cfg.model, self.cfg.context_window)
-        at_least = sum(_text_chars(c)[0] for c in contexts) // 4
-        unread = any(c.kind in ("file", "dir") for c in contexts)
-        if unread and at_least > window:  # refused before a file or directory is read whole
-            raise ConfigError(
-                f"a direct call needs at least {at_least:,} tokens, more than "
-                f"{self.cfg.model}'s window of {window:,}: use the RLM strategy for this input"
-            )
-        text = "\n\n".join(c.as_text() for c in contexts)
-        prompt = prompts.DIRECT.format(
-            question=question,
-            inputs=prompts.INPUTS.format(inputs=shown) if inputs else "",
-            context=text,
-            format=answer_format,
-        )
-        needed = estimate_tokens([{"role": "user", "content": prompt}]) + DIRECT_OUTPUT_RESERVE
-        if needed > window:
-            assumed = "" if known else f" (assumed {DEFAULT_WINDOW:,}: set context_window)"
-            raise ConfigError(
-                f"a direct call needs about {needed:,} tokens, more than {self.cfg.model}'s "
-                f"window of {window:,}{assumed}: use the RLM strategy for this input"
-            )
-        return prompt
-
-    async def _direct(self, prompt: str) -> Outcome:
-        try:
-            completion = await self.gateway.complete(
-                [{"role": "user", "content": prompt}],
-                model=self.cfg.model,
-                depth=0,
-                rlm="0",
-                purpose="direct",
-                prompt_for_trace=prompt,
-            )
-        except BudgetExceeded as exc:
-            return Outcome("budget_exhausted", None, 0, str(exc))
-        reply = completion.text
-        signature = self.cfg.signature
-        if signature is None:
-            answer, output = reply.strip(), None
-        else:
-            try:
-                output = signature.validate(_json_object(reply))
-            except SignatureError as exc:
-                return Outcome("error", reply.strip(), 1, str(exc))
-            answer = output.model_dump(mode="json")
-        self.emitter.emit(
-            FinalReached(rlm="0", iteration=1, answer=_jsonable(answer), source="direct")
-        )
-        return Outcome("ok", answer, 1, output=output)
-
-    # ---- the tree ----------------------------------------------------------------------------
-    def slots(self, depth: int) -> asyncio.Semaphore:
-        """How many child RLMs (each a worker process) may run at once at `depth`. One
-        limit per depth, so parents waiting on their children never starve them."""
-        slots = self.child_slots.get(depth)
-        if slots is None:
-            slots = self.child_slots[depth] = asyncio.Semaphore(self.cfg.concurrency)
-        return slots
-
-    def child_id(self, parent: str) -> str:
-        n = self.child_count.get(parent, 0)
-        self.child_count[parent] = n + 1
-        return f"{parent}.{n}"
+        root = ActionLoop(run, question, contexts, inputs)
+        run.system_prompt = root.system_prompt()
+    else:
+        root = Loop(run, "0", 0, cfg.model, signature=cfg.signature, inputs=inputs)
+    run.start(question, contexts, strategy)
+    try:
+        async with asyncio.timeout(cfg.timeout):
+            if strategy == "direct":
+                outcome = await answer_directly(run, prompt)
+            elif isinstance(root, Loop):
+                outcome = await root.run(question, contexts)
+            else:
+                outcome = await root.run()
+    except TimeoutError:
+        why = f"the run passed its {cfg.timeout:g} s timeout"
+        outcome = Outcome(Status.TIMEOUT, root.best, root.iterations, why)
+    except (LMError, SandboxError) as exc:
+        outcome = Outcome(Status.ERROR, root.best, root.iterations, str(exc))
+    except asyncio.CancelledError:
+        # Report what was spent before letting the cancellation go on: a caller that
+        # cancelled (Ctrl-C in the CLI) still gets the partial usage from `run_end`.
+        cancelled = Outcome(Status.ERROR, root.best, root.iterations, "the run was cancelled")
+        run.finish(cancelled, strategy, cancelled=True)
+        raise
+    finally:
+        await asyncio.shield(run.pool.aclose())
+    return run.finish(outcome, strategy)
 
 
-def _sync(coro: Any) -> Any:
+def _sync(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to completion from sync code, even inside a running event loop."""
     try:
         asyncio.get_running_loop()
@@ -554,21 +363,8 @@ def _sync(coro: Any) -> Any:
     thread.join()
     if "error" in box:
         raise box["error"]
-    return box["result"]
-
-
-def _text_chars(ctx: Context) -> tuple[int, int]:
-    """Bounds on the characters of `ctx.as_text()`, from sizes known without reading a
-    file or a directory (a byte is a quarter of a character at least, one at most)."""
-    if ctx.kind == "text":
-        return ctx.size, ctx.size
-    if ctx.kind == "file":
-        return ctx.nbytes // 4, ctx.nbytes
-    if ctx.kind == "dir":
-        headers = sum(len(rel) + 9 for rel, _ in ctx.files)  # "=== rel ===\n" and a newline
-        return ctx.size // 4 + headers, ctx.size + headers
-    n = len(ctx.as_text())
-    return n, n
+    result: T = box["result"]
+    return result
 
 
 def _load_contexts(rlm: RLM, context: Any, contexts: list[Any] | None) -> list[Context]:

@@ -16,13 +16,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .budget import Ledger
-from .errors import BudgetExceeded, ConfigError, LMConnectionError, LMError, LMStatusError
-from .events import BudgetRefused, Emitter, LMCallEnded, LMCallStarted
-from .lm.base import Completion, LMClient, Message
-from .lm.models import Endpoint, ModelSpec, make_client, parse_model, resolve_endpoint
-from .lm.openai_compat import DEFAULT_DEADLINE, DEFAULT_MAX_RESPONSE_BYTES
-from .lm.retry import RetryPolicy
+from ..budget import Ledger
+from ..errors import BudgetExceeded, ConfigError, LMConnectionError, LMError, LMStatusError
+from ..events import BudgetRefused, Emitter, LMCallEnded, LMCallStarted
+from ..lm.base import Completion, LMClient, Message
+from ..lm.models import Endpoint, ModelSpec, make_client, parse_model, resolve_endpoint
+from ..lm.openai_compat import DEFAULT_DEADLINE, DEFAULT_MAX_RESPONSE_BYTES
+from ..lm.retry import RetryPolicy
 
 PROMPT_EXCERPT = 1000
 """Characters of a sub-query's prompt kept in its event: prompts hold chunks of the

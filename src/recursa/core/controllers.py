@@ -15,7 +15,7 @@ import re
 from importlib import resources
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 _BOUNDARY = re.compile(r"[-:._@/ ]|$")
 """What may follow a family's name: a size, date or variant (`-4-5`, `:32b`, `.1`), or

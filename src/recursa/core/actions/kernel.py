@@ -4,7 +4,8 @@ Variables live in a dict. Each remembers where its data came from (`origins`): t
 a sub-model, a tool, the model itself ("you"), the caller's inputs, or the kernel. What an
 action shows the model is an `ActionResult`: a kernel summary (trusted) and excerpts, each
 labelled with its origins, so text from the context, a sub-model or a tool is marked
-untrusted wherever it appears. `render` bounds a whole turn's observation.
+untrusted wherever it appears (`values`, which also holds `render`, the bound on a whole
+turn's observation). This module is the dispatcher; the search engine is `search`.
 
 Kernel-only actions run in a worker thread (a search over a gigabyte must not stall the
 event loop of a server running other jobs); every LM call goes through the run's gateway,
@@ -25,609 +26,69 @@ import re
 import time
 from array import array
 from collections import Counter
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from itertools import islice
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
-from ..context import Context
-from ..errors import BudgetExceeded, ConfigError, LMError
-from ..events import BudgetRefused, ToolCalled
-from ..sandbox.inside.mapped import STR_LIMIT, MappedText
+from ...context import Context
+from ...errors import BudgetExceeded, ConfigError, LMError
+from ...events import BudgetRefused, ToolCalled
+from ...sandbox.inside.mapped import MappedText
+from ..run import Run
 from ..signature import Signature, SignatureError, parse_signature
 from . import prompts
 from . import schema as s
-
-if TYPE_CHECKING:
-    from ..engine import _Run
-
-KEEP_HITS = 100_000
-"""Hits kept in an `into` variable; past this the count goes on, the list stops."""
-COUNT_CAP = 1_000_000
-"""Regex hits counted before the count is reported as "at least"."""
-COUNT_BATCH = 65_536
-NOCASE_WINDOW = 1 << 24
-MAX_CHUNKS = 100_000
-MAX_FANOUT = 10_000
-"""Prompts one extract_over_chunks may send."""
-MAX_PROMPT_CHARS = 4_000_000
-"""A sub-model prompt longer than this (about a million tokens) is refused before sending."""
-SHOW_ITEMS = 20
-ITEM_CHARS = 300
-LINE_CHARS = 500
-LISTED_VARS = 30
-HIT_WINDOW = 2 * ITEM_CHARS
-"""Characters read on each side of a hit in a mapped file: enough for the text `_hit` shows."""
-LINE_PIECE = 1 << 22
-"""Characters of a mapped file read at once when counting lines."""
-
-UNTRUSTED = frozenset({"context", "sub-model", "tool"})
-PROTECTED = re.compile(r"^context(_\d+)?$")
-_STEP = re.compile(r'\[(-?\d+)\]|\.([A-Za-z_]\w*)|\["([^"\]\\]+)"\]')
-_HOLE = re.compile(r"\{([A-Za-z_]\w*" + s.STEP_PATTERN + r"*)\}")
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
-_DEFANG = (
-    ("[end untrusted]", "(end untrusted)"),
-    ("[untrusted:", "(untrusted:"),
-    ("[kernel]", "(kernel)"),
+from .search import (
+    KEEP_HITS,
+    compile_regex,
+    line_end,
+    line_starts,
+    mapped_line_range,
+    mapped_lines,
+    search_value,
+)
+from .values import (
+    ITEM_CHARS,
+    LINE_CHARS,
+    SHOW_ITEMS,
+    ActionFailed,
+    ActionResult,
+    DirView,
+    Excerpt,
+    brief,
+    describe,
+    json_text,
+    mapped_range,
+    one_line,
+    peek,
+    plain,
+    segment,
+    text_of,
 )
 
+MAX_CHUNKS = 100_000
 
-class ActionFailed(Exception):
-    """What the model did wrong (or what refused it), shown as the action's error."""
 
-    def __init__(self, message: str, excerpts: list[Excerpt] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.excerpts = excerpts or []
+MAX_FANOUT = 10_000
+"""Prompts one extract_over_chunks may send."""
 
 
-@dataclass(slots=True)
-class Excerpt:
-    origins: frozenset[str]
-    text: str
-    title: str = ""
+MAX_PROMPT_CHARS = 4_000_000
+"""A sub-model prompt longer than this (about a million tokens) is refused before sending."""
 
-    @property
-    def label(self) -> str:
-        return label_of(self.origins)
 
+LISTED_VARS = 30
 
-@dataclass(slots=True)
-class ActionResult:
-    name: str
-    summary: str = ""
-    excerpts: list[Excerpt] = field(default_factory=list)
-    error: str | None = None
-    new_vars: list[str] = field(default_factory=list)
-    final: tuple[Any] | None = None
 
-    @property
-    def ok(self) -> bool:
-        return self.error is None
+PROTECTED = re.compile(r"^context(_\d+)?$")
 
 
-def label_of(origins: frozenset[str]) -> str:
-    bad = sorted(origins & UNTRUSTED)
-    if bad:
-        return "untrusted: from " + ", ".join(bad)
-    if "you" in origins:
-        return "from you"
-    if "input" in origins:
-        return "input"
-    return "kernel"
+_STEP = re.compile(r'\[(-?\d+)\]|\.([A-Za-z_]\w*)|\["([^"\]\\]+)"\]')
 
 
-class DirView(Mapping[str, "str | MappedText"]):
-    """A directory context: relative path -> file text, read when asked for. A file of at
-    least the directory's mmap threshold is a MappedText, as in the REPL, mapped once and
-    unmapped by `close`."""
+_HOLE = re.compile(r"\{([A-Za-z_]\w*" + s.STEP_PATTERN + r"*)\}")
 
-    def __init__(self, ctx: Context) -> None:
-        self.root = Path(ctx.root or ".")
-        self.sizes = dict(ctx.files)
-        self.mmap_threshold = ctx.mmap_threshold
-        self._mapped: dict[str, MappedText] = {}
 
-    def __getitem__(self, key: str) -> str | MappedText:
-        if key not in self.sizes:
-            raise KeyError(key)
-        size = self.sizes[key]
-        if size and size >= self.mmap_threshold:
-            if key not in self._mapped:
-                self._mapped[key] = MappedText(str(self.root / key))
-            return self._mapped[key]
-        return (self.root / key).read_bytes().decode("utf-8", "replace")
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.sizes)
-
-    def __len__(self) -> int:
-        return len(self.sizes)
-
-    def as_text(self) -> str:
-        return "\n".join(f"=== {rel} ===\n{text_of(self[rel])}" for rel in self.sizes)
-
-    def close(self) -> None:
-        for text in self._mapped.values():
-            text.close()
-        self._mapped.clear()
-
-
-# ---- values --------------------------------------------------------------------------------
-
-
-def text_of(value: Any) -> str:
-    """A value as one text: what search, lines, chunk and prompts read."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, MappedText):
-        return _whole(value)
-    if isinstance(value, DirView):
-        return value.as_text()
-    if isinstance(value, list | tuple):
-        return "\n".join(
-            text_of(v) if isinstance(v, str | MappedText) else _dumps(v) for v in value
-        )
-    return _dumps(value)
-
-
-def _whole(text: MappedText) -> str:
-    """All of a mapped file, for an action that needs a whole text: refused past STR_LIMIT,
-    as `str(context)` is in the REPL, so that no action copies gigabytes into the host."""
-    if text.nbytes > STR_LIMIT:
-        raise ActionFailed(
-            f"this needs the whole text of a mapped file of {text.nbytes:,} bytes, and more "
-            f"than {STR_LIMIT:,} are never read whole: search it, or load a range of it "
-            '(load with "unit": "lines" or "chars") and use that.'
-        )
-    return str(text)
-
-
-def _plain(value: Any) -> Any:
-    """A value as JSON holds it: a mapped file as its text, a directory as a dict of texts."""
-    if isinstance(value, MappedText):
-        return _whole(value)
-    if isinstance(value, DirView):
-        return {rel: _plain(text) for rel, text in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _dumps(value: Any) -> str:
-    if isinstance(value, DirView):
-        return value.as_text()
-    try:
-        return json.dumps(value, ensure_ascii=False, default=_json_default)
-    except (TypeError, ValueError, RecursionError):
-        return str(value)
-
-
-def _json_default(value: Any) -> Any:
-    return text_of(value) if isinstance(value, MappedText | DirView) else str(value)
-
-
-def describe(value: Any) -> str:
-    """`str of 1,234 characters (12 lines)`, `list of 21 items`, `int 42`: never text."""
-    if isinstance(value, str):
-        lines = value.count("\n") + (1 if value and not value.endswith("\n") else 0)
-        return f"str of {len(value):,} characters ({lines:,} line{'' if lines == 1 else 's'})"
-    if isinstance(value, MappedText):  # never its lines or characters: a pass over the file
-        return f"mapped file of {value.nbytes:,} bytes"
-    if isinstance(value, DirView):
-        return f"directory of {len(value):,} files ({sum(value.sizes.values()):,} bytes)"
-    if isinstance(value, list | tuple):
-        return f"list of {len(value):,} item{'' if len(value) == 1 else 's'}"
-    if isinstance(value, Mapping):
-        return f"mapping of {len(value):,} key{'' if len(value) == 1 else 's'}"
-    if value is None or isinstance(value, bool | int | float):
-        shown = json.dumps(value) if not isinstance(value, float) or math.isfinite(value) else value
-        return f"{type(value).__name__} {shown}"
-    return type(value).__name__
-
-
-def _segments(value: Any) -> Iterator[tuple[Any, str | MappedText]]:
-    """What a search reads: a text whole; a list or mapping item by item. A mapped file is
-    searched where it lies, never read whole."""
-    if isinstance(value, list | tuple):
-        for i, item in enumerate(value):
-            yield i, _segment(item)
-    elif isinstance(value, Mapping):
-        for key in value:
-            yield key, _segment(value[key])
-    else:
-        yield None, _segment(value)
-
-
-def _segment(value: Any) -> str | MappedText:
-    return value if isinstance(value, str | MappedText) else text_of(value)
-
-
-def _peek(value: Any) -> str:
-    """An item's text for a one-line preview: no more of a mapped file than that line shows."""
-    return value[: ITEM_CHARS + 1] if isinstance(value, MappedText) else text_of(value)
-
-
-def cut(text: str, limit: int) -> str:
-    """`text` in at most `limit` characters, cut in the middle with the true length shown."""
-    if len(text) <= limit:
-        return text
-    note = f"\n... [cut: {len(text):,} characters in all] ...\n"
-    if limit < len(note) + 20:
-        return text[: max(limit, 0)]
-    head = (limit - len(note)) // 2
-    tail = limit - len(note) - head
-    return text[:head] + note + text[len(text) - tail :]
-
-
-def _one_line(text: str, limit: int = ITEM_CHARS) -> str:
-    text = text.replace("\r", "\\r").replace("\n", "\\n")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-# ---- search --------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Found:
-    total: int = 0
-    capped: bool = False
-    hits: list[dict[str, Any]] = field(default_factory=list)
-
-
-def compile_regex(pattern: str, ignore_case: bool = False) -> re.Pattern[str]:
-    """A regex as actions use it (^ and $ at line ends), or ActionFailed saying why not."""
-    flags = re.MULTILINE | (re.IGNORECASE if ignore_case else 0)
-    try:
-        rx = re.compile(pattern, flags)
-    except (re.error, RecursionError, OverflowError, ValueError) as exc:
-        raise ActionFailed(
-            f"bad regex {_short(pattern)}: {exc}. Fix it, or search it as a literal with "
-            '"regex": false.'
-        ) from None
-    if _nested_repeat(pattern, flags):
-        raise ActionFailed(
-            f"the regex {_short(pattern)} repeats a group that itself repeats (like (a+)+), "
-            "which can take exponential time: rewrite it without the nesting."
-        )
-    return rx
-
-
-def _nested_repeat(pattern: str, flags: int) -> bool:
-    """True when an unbounded repeat holds another repeat: catastrophic backtracking."""
-    try:
-        from re import _constants as c  # type: ignore[attr-defined]
-        from re import _parser as parser  # type: ignore[attr-defined]
-    except ImportError:  # pragma: no cover - other Pythons
-        return False
-    try:
-        parsed = parser.parse(pattern, flags)
-    except Exception:  # the compile above accepted it
-        return False
-    repeats = {c.MAX_REPEAT, c.MIN_REPEAT}
-
-    def walk(items: Any, under_unbounded: bool, depth: int = 0) -> bool:
-        if depth > 50:
-            return True
-        for op, av in items:
-            if op in repeats:
-                _low, high, sub = av
-                if under_unbounded and high > 1:
-                    return True
-                if walk(sub, under_unbounded or high == c.MAXREPEAT, depth + 1):
-                    return True
-            elif op is c.SUBPATTERN:
-                if walk(av[-1], under_unbounded, depth + 1):
-                    return True
-            elif op is c.BRANCH:
-                if any(walk(branch, under_unbounded, depth + 1) for branch in av[1]):
-                    return True
-            elif op in (c.ASSERT, c.ASSERT_NOT):
-                if walk(av[1], under_unbounded, depth + 1):
-                    return True
-            elif getattr(c, "ATOMIC_GROUP", None) is op and walk(av, False, depth + 1):
-                return True
-        return False
-
-    try:
-        return walk(parsed, False)
-    except (TypeError, ValueError, RecursionError):  # pragma: no cover - defensive
-        return False
-
-
-def search_value(
-    value: Any,
-    pattern: str,
-    *,
-    regex: bool = False,
-    ignore_case: bool = False,
-    keep: int = 20,
-) -> Found:
-    """Every hit of `pattern` in `value` counted (regex: up to COUNT_CAP), the first `keep`
-    kept as {offset, line, match, groups, text[, item]}: a literal by `str.find`, a regex
-    by `finditer`."""
-    found = Found()
-    nocase = not regex and ignore_case and pattern.isascii() and "\n" not in pattern
-    rx = None
-    if regex or ignore_case:
-        rx = compile_regex(pattern if regex else re.escape(pattern), ignore_case)
-    for item, text in _segments(value):
-        if isinstance(text, MappedText):
-            if rx is None:
-                _literal_mapped(text, pattern, keep, item, found)
-            else:
-                _regex_mapped(text, rx, keep, item, found)
-        elif rx is None:
-            _literal(text, pattern, keep, item, found)
-        elif nocase and text.isascii():
-            _literal_nocase(text, pattern.lower(), keep, item, found)
-        else:
-            _regex(text, rx, keep, item, found)
-        if found.capped:
-            break
-    return found
-
-
-def _literal(text: str, pattern: str, keep: int, item: Any, found: Found) -> None:
-    find, count = text.find, text.count
-    hits = found.hits
-    pos = last = 0
-    line = 1
-    n = len(pattern)
-    while len(hits) < keep:
-        i = find(pattern, pos)
-        if i < 0:
-            found.total += 0
-            return
-        line += count("\n", last, i)
-        last = i
-        hits.append(_hit(text, i, i + n, pattern, (), line, item))
-        found.total += 1
-        pos = i + n
-    found.total += count(pattern, pos)
-
-
-def _literal_nocase(text: str, lowered: str, keep: int, item: Any, found: Found) -> None:
-    """A case-insensitive literal in ASCII text: windows ending at a newline (a pattern
-    without one never spans two) are lowered and scanned with `str.find`."""
-    hits = found.hits
-    n = len(lowered)
-    start = last = 0
-    line = 1
-    while start < len(text):
-        end = text.find("\n", start + NOCASE_WINDOW)
-        end = len(text) if end < 0 else end + 1
-        window = text[start:end].lower()
-        pos = 0
-        while len(hits) < keep:
-            i = window.find(lowered, pos)
-            if i < 0:
-                break
-            offset = start + i
-            line += text.count("\n", last, offset)
-            last = offset
-            hits.append(_hit(text, offset, offset + n, text[offset : offset + n], (), line, item))
-            found.total += 1
-            pos = i + n
-        else:
-            found.total += window.count(lowered, pos)
-        start = end
-
-
-def _regex(text: str, rx: re.Pattern[str], keep: int, item: Any, found: Found) -> None:
-    hits = found.hits
-    last = 0
-    line = 1
-    matches = rx.finditer(text)
-    for m in matches:
-        found.total += 1
-        i = m.start()
-        line += text.count("\n", last, i)
-        last = i
-        hits.append(_hit(text, i, m.end(), m.group(), m.groups(), line, item))
-        if len(hits) >= keep:
-            break
-    # The rest are only counted: in batches, so the iteration runs in C.
-    while found.total < COUNT_CAP:
-        batch = len(list(islice(matches, min(COUNT_BATCH, COUNT_CAP - found.total))))
-        found.total += batch
-        if batch == 0:
-            return
-    found.capped = next(matches, None) is not None
-
-
-def _hit(
-    text: str, start: int, end: int, match: str, groups: tuple[Any, ...], line: int, item: Any
-) -> dict[str, Any]:
-    begin = text.rfind("\n", 0, start) + 1
-    stop = text.find("\n", end)
-    if stop < 0:
-        stop = len(text)
-    if stop - begin > ITEM_CHARS:  # a long line: the part around the hit
-        begin = max(begin, start - ITEM_CHARS // 3)
-        stop = min(stop, max(end, begin + ITEM_CHARS))
-    hit: dict[str, Any] = {
-        "offset": start,
-        "line": line,
-        "match": match[:ITEM_CHARS],
-        "groups": [g[:ITEM_CHARS] if isinstance(g, str) else g for g in groups],
-        "text": text[begin:stop][: ITEM_CHARS * 2],
-    }
-    if item is not None:
-        hit["item"] = item
-    return hit
-
-
-def _literal_mapped(text: MappedText, pattern: str, keep: int, item: Any, found: Found) -> None:
-    """`_literal` over a mapped file: `find` and `count` search its bytes a window at a time,
-    and lines are counted between hits, so a search reads the file once at most."""
-    hits = found.hits
-    pos = last = 0
-    line = 1
-    n = len(pattern)
-    while len(hits) < keep:
-        i = text.find(pattern, pos)
-        if i < 0:
-            return
-        line += text.count("\n", last, i)
-        last = i
-        hits.append(_hit_mapped(text, i, i + n, pattern, (), line, item))
-        found.total += 1
-        pos = i + n
-    found.total += text.count(pattern, pos)
-
-
-def _regex_mapped(
-    text: MappedText, rx: re.Pattern[str], keep: int, item: Any, found: Found
-) -> None:
-    """`_regex` over a mapped file, whose matches come a chunk of text at a time."""
-    hits = found.hits
-    last = 0
-    line = 1
-    matches = text._matches(rx)
-    for i, m in matches:
-        found.total += 1
-        line += text.count("\n", last, i)
-        last = i
-        end = i + m.end() - m.start()
-        hits.append(_hit_mapped(text, i, end, m.group(), m.groups(), line, item))
-        if len(hits) >= keep:
-            break
-    while found.total < COUNT_CAP:
-        batch = sum(1 for _ in islice(matches, min(COUNT_BATCH, COUNT_CAP - found.total)))
-        found.total += batch
-        if batch == 0:
-            return
-    found.capped = next(matches, None) is not None
-
-
-def _hit_mapped(
-    text: MappedText,
-    start: int,
-    end: int,
-    match: str,
-    groups: tuple[Any, ...],
-    line: int,
-    item: Any,
-) -> dict[str, Any]:
-    """`_hit` for a hit in a mapped file, read from a window around it: `_hit` shows at
-    most ITEM_CHARS of a line around the hit, all of them inside the window."""
-    w0 = max(start - HIT_WINDOW, 0)
-    window = text[w0 : end + HIT_WINDOW]
-    hit = _hit(window, start - w0, end - w0, match, groups, line, item)
-    hit["offset"] = start
-    return hit
-
-
-# ---- lines ---------------------------------------------------------------------------------
-
-
-def line_starts(text: str, first: int, count: int | None = None) -> array[int]:
-    """Offsets where lines `first` (1-based) onwards start, `count` of them (all if None)."""
-    pos = 0
-    find = text.find
-    for _ in range(first - 1):
-        nl = find("\n", pos)
-        if nl < 0:
-            return array("q")
-        pos = nl + 1
-    starts = array("q")
-    if pos > len(text) or (pos == len(text) and (pos > 0 or not text)):
-        return starts
-    while count is None or len(starts) < count:
-        starts.append(pos)
-        nl = find("\n", pos)
-        if nl < 0 or nl + 1 >= len(text):
-            break
-        pos = nl + 1
-    return starts
-
-
-def _line_end(text: str, start: int) -> int:
-    nl = text.find("\n", start)
-    return len(text) if nl < 0 else nl
-
-
-def _skip_lines(text: MappedText, pos: int, k: int) -> tuple[int, int]:
-    """(the offset just past the k-th "\n" at or after `pos`, k) in a mapped file, or (its
-    end, the line breaks there were) when it has fewer: pieces are counted, not split."""
-    passed = 0
-    while passed < k:
-        piece = text[pos : pos + LINE_PIECE]
-        if not piece:
-            break
-        n = piece.count("\n")
-        if passed + n >= k:
-            want, lo, hi = k - passed, 0, len(piece)
-            while lo < hi:  # the shortest prefix of the piece that holds `want` of them
-                mid = (lo + hi) // 2
-                if piece.count("\n", 0, mid) >= want:
-                    hi = mid
-                else:
-                    lo = mid + 1
-            return pos + lo, k
-        passed += n
-        pos += len(piece)
-    return pos, passed
-
-
-def _line_start(text: MappedText, first: int) -> int:
-    """Where line `first` (1-based) of a mapped file starts, or -1, as `line_starts` says."""
-    pos, passed = _skip_lines(text, 0, first - 1)
-    return pos if passed == first - 1 and text[pos : pos + 1] else -1
-
-
-def _mapped_lines(text: MappedText, first: int, count: int, cut: int | None) -> list[str]:
-    """Lines `first` onwards of a mapped file, `count` of them, as `line_starts` and
-    `_line_end` split a str; each whole, or only its first `cut` characters (what the
-    observation shows of a line: a line of a gigabyte is not read for it)."""
-    lines: list[str] = []
-    pos = _line_start(text, first)
-    while pos >= 0 and len(lines) < count:
-        nl = text.find("\n", pos)
-        stop = None if nl < 0 else nl
-        if cut is not None:
-            stop = pos + cut if stop is None else min(stop, pos + cut)
-        lines.append(text[pos:stop])
-        if nl < 0 or not text[nl + 1 : nl + 2]:
-            break
-        pos = nl + 1
-    return lines
-
-
-def _mapped_range(text: MappedText, start: int, end: int | None) -> str:
-    """`text[start:end]` of a mapped file, refused past STR_LIMIT characters."""
-    if start < 0 or end is None or end < 0:
-        start, end, _ = slice(start, end).indices(len(text))
-    if end - start > STR_LIMIT:
-        raise ActionFailed(
-            f"that range is {end - start:,} characters; at most {STR_LIMIT:,} of a mapped file "
-            "are read at once: load a smaller range, or search it."
-        )
-    return text[start:end]
-
-
-def _mapped_line_range(text: MappedText, first: int, end: int | None) -> str:
-    """Lines [first, end) of a mapped file, as `_do_load` cuts them from a str: without the
-    line break that ends the last one."""
-    count = None if end is None else max(end - first, 0)
-    lo = _line_start(text, first) if count != 0 else -1
-    if lo < 0:
-        return ""
-    if count is not None:
-        hi, passed = _skip_lines(text, lo, count)
-        if passed == count:
-            return _mapped_range(text, lo, hi - 1)
-    else:
-        hi = len(text)
-    if text[hi - 1 : hi] == "\n":
-        hi -= 1
-    return _mapped_range(text, lo, hi)
-
-
-# ---- the kernel ----------------------------------------------------------------------------
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 
 
 class Kernel:
@@ -635,7 +96,7 @@ class Kernel:
 
     def __init__(
         self,
-        run: _Run | None,
+        run: Run | None,
         contexts: list[Context],
         inputs: dict[str, Any] | None = None,
         *,
@@ -699,7 +160,7 @@ class Kernel:
     def resolve(self, ref: str) -> tuple[Any, frozenset[str]]:
         head = re.match(r"[A-Za-z_]\w*", ref)
         if head is None:
-            raise ActionFailed(f"{_short(ref)} is not a variable. {self.listing()}")
+            raise ActionFailed(f"{brief(ref)} is not a variable. {self.listing()}")
         name = head.group()
         if name not in self.vars:
             raise ActionFailed(f"no variable `{name}`. {self.listing()}")
@@ -758,16 +219,16 @@ class Kernel:
             start = max(len(keys) + a.start, 0) if a.start < 0 else min(a.start, len(keys))
             chosen = keys[start : start + min(a.length, 200)]
             if isinstance(value, Mapping):
-                lines = [f"{_one_line(str(k), 200)}: {_one_line(_peek(value[k]))}" for k in chosen]
+                lines = [f"{one_line(str(k), 200)}: {one_line(peek(value[k]))}" for k in chosen]
             else:
-                lines = [f"[{k}] {_one_line(_peek(value[k]))}" for k in chosen]
+                lines = [f"[{k}] {one_line(peek(value[k]))}" for k in chosen]
             body = "\n".join(lines)
             about = self.about(a.var, value)
             r.summary = f"`{a.var}` ({about}), items {start:,} to {start + len(chosen):,}:"
             r.excerpts.append(Excerpt(origins, body or "(none)"))
             return
         r.summary = f"`{a.var}` ({self.about(a.var, value)}):"
-        r.excerpts.append(Excerpt(origins, _dumps(value)[: a.length]))
+        r.excerpts.append(Excerpt(origins, json_text(value)[: a.length]))
 
     def _do_search(self, a: s.Search, r: ActionResult) -> None:
         value, origins = self.resolve(a.var)
@@ -776,7 +237,7 @@ class Kernel:
         kind = "regex" if a.regex else "literal"
         total = f"at least {found.total:,}" if found.capped else f"{found.total:,}"
         shown = found.hits[: a.max_hits]
-        summary = f"{total} hit{'' if found.total == 1 else 's'} for {kind} {_short(a.pattern)}"
+        summary = f"{total} hit{'' if found.total == 1 else 's'} for {kind} {brief(a.pattern)}"
         summary += f" in `{a.var}` ({self.about(a.var, value)})"
         if shown:
             summary += f"; the first {len(shown)} below (offset, line: text around the hit)"
@@ -791,14 +252,14 @@ class Kernel:
             for hit in shown:
                 item = hit.get("item")
                 if item not in texts:
-                    texts[item] = _segment(value if item is None else value[item])
+                    texts[item] = segment(value if item is None else value[item])
                 text = texts[item]
                 start, end = hit["offset"], hit["offset"] + len(hit["match"])
                 around = text[max(start - a.context_chars, 0) : end + a.context_chars]
                 where = f"item {hit['item']!r}, " if "item" in hit else ""
                 lines.append(
                     f"- {where}offset {start:,}, line {hit['line']:,}: "
-                    + _one_line(around, 2 * a.context_chars + ITEM_CHARS)
+                    + one_line(around, 2 * a.context_chars + ITEM_CHARS)
                 )
             r.excerpts.append(Excerpt(origins, "\n".join(lines)))
 
@@ -807,10 +268,10 @@ class Kernel:
         text: str | MappedText
         if isinstance(value, MappedText):
             text = value
-            lines = _mapped_lines(text, a.start, a.count, None if a.into else LINE_CHARS + 1)
+            lines = mapped_lines(text, a.start, a.count, None if a.into else LINE_CHARS + 1)
         else:
             text = text_of(value)
-            lines = [text[p : _line_end(text, p)] for p in line_starts(text, a.start, a.count)]
+            lines = [text[p : line_end(text, p)] for p in line_starts(text, a.start, a.count)]
         if not lines:
             total = text.count("\n") + (1 if text and not text.endswith("\n") else 0)
             raise ActionFailed(f"`{a.var}` has {total:,} lines: there is no line {a.start:,}.")
@@ -820,7 +281,7 @@ class Kernel:
             Excerpt(
                 origins,
                 "\n".join(
-                    f"{a.start + i:>7}| " + _one_line(line, LINE_CHARS)
+                    f"{a.start + i:>7}| " + one_line(line, LINE_CHARS)
                     for i, line in enumerate(lines)
                 ),
             )
@@ -843,13 +304,13 @@ class Kernel:
                     'mapping; use "chars" or "lines".'
                 )
         elif unit == "chars" and isinstance(value, MappedText):
-            part = _mapped_range(value, a.start, a.end)
+            part = mapped_range(value, a.start, a.end)
         elif unit == "chars":
             part = text_of(value)[a.start : a.end]
         elif a.start < 1 or (a.end is not None and a.end < 1):
             raise ActionFailed('with "unit": "lines", start and end are line numbers (1 up).')
         elif isinstance(value, MappedText):
-            part = _mapped_line_range(value, a.start, a.end)
+            part = mapped_line_range(value, a.start, a.end)
         else:
             text = text_of(value)
             count = None if a.end is None else max(a.end - a.start, 0)
@@ -857,7 +318,7 @@ class Kernel:
             if not starts:
                 part = ""
             else:
-                end = _line_end(text, starts[-1])
+                end = line_end(text, starts[-1])
                 part = text[starts[0] : end]
         r.summary = f"{unit} {a.start}:{'' if a.end is None else a.end} of `{a.var}` "
         r.summary += self.store(a.into, part, origins, r) + "."
@@ -891,7 +352,7 @@ class Kernel:
                 if i >= len(starts):
                     break
                 j = i + a.size
-                end = starts[j] - 1 if j < len(starts) else _line_end(text, starts[-1])
+                end = starts[j] - 1 if j < len(starts) else line_end(text, starts[-1])
                 chunks.append(text[starts[i] : end])
             if not chunks:
                 chunks = [text]
@@ -931,7 +392,7 @@ class Kernel:
             steps = a.field if a.field.startswith("[") else "." + a.field
             if not re.fullmatch(s.STEP_PATTERN + "+", steps):
                 raise ActionFailed(
-                    f"field {_short(a.field)} is not a field path such as match, groups[0] or a.b."
+                    f"field {brief(a.field)} is not a field path such as match, groups[0] or a.b."
                 )
             picked = []
             for item in items:
@@ -946,7 +407,7 @@ class Kernel:
             skip = compile_regex(a.exclude) if a.exclude is not None else None
             chosen = []
             for item in items:
-                text = item if isinstance(item, str) else _dumps(item)
+                text = item if isinstance(item, str) else json_text(item)
                 if want is not None and not want.search(text):
                     continue
                 if skip is not None and skip.search(text):
@@ -971,7 +432,7 @@ class Kernel:
             if bad:
                 notes.append(f"{len(bad):,} item(s) not numbers, skipped")
                 shown = Excerpt(
-                    origins, "\n".join(_one_line(_as_text(b), 120) for b in bad[:5]),
+                    origins, "\n".join(one_line(_as_text(b), 120) for b in bad[:5]),
                     "the first items that are not numbers:",
                 )  # fmt: skip
         else:
@@ -979,7 +440,7 @@ class Kernel:
             if a.op == "unique":
                 result = _unique(items)
                 head = f"{len(result):,} unique value(s) in {of} ({total:,} items)"
-                body = "\n".join(f"- {_one_line(_as_text(v))}" for v in result[:SHOW_ITEMS])
+                body = "\n".join(f"- {one_line(_as_text(v))}" for v in result[:SHOW_ITEMS])
             elif a.op == "top_k":
                 counts = Counter(_key(v) for v in items)
                 firsts: dict[str, Any] = {}
@@ -987,7 +448,7 @@ class Kernel:
                     firsts.setdefault(_key(v), v)
                 result = [[firsts[k], n] for k, n in counts.most_common(a.k)]
                 head = f"the {len(result):,} most common value(s) in {of} ({total:,} items)"
-                body = "\n".join(f"- {n:,} x {_one_line(_as_text(v))}" for v, n in result)
+                body = "\n".join(f"- {n:,} x {one_line(_as_text(v))}" for v, n in result)
             else:
                 result = a.separator.join(_as_text(v) for v in items)
                 head = f"{len(items):,} item(s) of {of} joined: {len(result):,} characters"
@@ -1015,7 +476,7 @@ class Kernel:
         if ("value" in given) == ("var" in given and a.var is not None):
             raise ActionFailed('final takes either "value" or "var" (not both, not neither).')
         value = a.value if "value" in given else self.resolve(a.var or "")[0]
-        r.final = (_plain(value),)
+        r.final = (plain(value),)
         r.summary = "final answer given."
 
     # ---- calling out -----------------------------------------------------------------------
@@ -1046,14 +507,14 @@ class Kernel:
         try:
             run.pool.check(model)
         except ConfigError as exc:
-            raise ActionFailed(f"model {_short(model)}: {exc}") from None
+            raise ActionFailed(f"model {brief(model)}: {exc}") from None
         if run.cfg.limits.max_cost is not None and run.cfg.prices.lookup(model) is None:
             raise ActionFailed(
                 f"max_cost is set and the price of {model} is unknown: it cannot be used here."
             )
         return model
 
-    def _need_run(self) -> _Run:
+    def _need_run(self) -> Run:
         if self.run is None:
             raise ActionFailed("this kernel has no model to ask.")
         return self.run
@@ -1159,7 +620,7 @@ class Kernel:
         r.excerpts.append(
             Excerpt(
                 frozenset({"sub-model"}),
-                "\n".join(f"[{i}] {_one_line(t)}" for i, t in enumerate(shown)) + more,
+                "\n".join(f"[{i}] {one_line(t)}" for i, t in enumerate(shown)) + more,
             )
         )
 
@@ -1193,14 +654,14 @@ class Kernel:
         r.summary = f"fields read from `{a.var}`; " + self.store(
             a.into, fields, frozenset({"sub-model"}), r
         ) + "."  # fmt: skip
-        r.excerpts.append(Excerpt(frozenset({"sub-model"}), _dumps(fields)))
+        r.excerpts.append(Excerpt(frozenset({"sub-model"}), json_text(fields)))
 
     async def _do_tool_call(self, a: s.ToolCall, r: ActionResult) -> None:
         run = self._need_run()
         tool = self.tools.get(a.name)
         if tool is None:
             names = ", ".join(sorted(self.tools)) or "none in this run"
-            raise ActionFailed(f"no tool named {_short(a.name)}; the tools: {names}.")
+            raise ActionFailed(f"no tool named {brief(a.name)}; the tools: {names}.")
         used: set[frozenset[str]] = set()
         args = [self._with_vars(v, used) for v in a.args]
         kwargs = {k: self._with_vars(v, used) for k, v in a.kwargs.items()}
@@ -1231,8 +692,8 @@ class Kernel:
                     rlm="0",
                     depth=0,
                     name=a.name,
-                    arguments=_short(_dumps({"args": args, "kwargs": kwargs}), 2000),
-                    result=None if error else _short(_dumps(out), 2000),
+                    arguments=brief(json_text({"args": args, "kwargs": kwargs}), 2000),
+                    result=None if error else brief(json_text(out), 2000),
                     error=error,
                     cost_usd=tool.cost_usd or 0.0,
                     elapsed_s=round(time.monotonic() - started, 6),
@@ -1255,10 +716,10 @@ class Kernel:
         if isinstance(value, dict):
             if set(value) == {"$var"} and isinstance(value["$var"], str):
                 if not re.match(s.REF_PATTERN, value["$var"]):
-                    raise ActionFailed(f'{{"$var": {_short(value["$var"])}}} names no variable.')
+                    raise ActionFailed(f'{{"$var": {brief(value["$var"])}}} names no variable.')
                 found, origins = self.resolve(value["$var"])
                 used.add(origins)
-                return _plain(found)
+                return plain(found)
             return {k: self._with_vars(v, used, depth + 1) for k, v in value.items()}
         if isinstance(value, list):
             return [self._with_vars(v, used, depth + 1) for v in value]
@@ -1266,49 +727,6 @@ class Kernel:
 
 
 _ASYNC_ACTIONS = frozenset({"sub_lm", "extract_over_chunks", "extract", "tool_call"})
-
-
-# ---- rendering -----------------------------------------------------------------------------
-
-
-def render(
-    results: list[tuple[int, ActionResult]], notes: list[str], limit: int
-) -> tuple[str, list[str]]:
-    """A turn's observation in at most `limit` characters, and each action's own part.
-
-    Kernel lines are kept whole where they fit; excerpts share what remains, each cut in
-    the middle; whatever still overflows is cut as a whole."""
-    heads = []
-    for index, result in results:
-        if result.error is not None:
-            heads.append(f"[action {index}: {result.name}] [kernel] error: {result.error}")
-        else:
-            heads.append(f"[action {index}: {result.name}] [kernel] {result.summary}")
-    excerpts = [(i, e) for i, (_, res) in enumerate(results) for e in res.excerpts]
-    fixed = sum(len(h) + 1 for h in heads) + sum(len(n) + 2 for n in notes)
-    framing = sum(len(e.label) + len(e.title) + 25 for _, e in excerpts)
-    share = (limit - fixed - framing) // max(len(excerpts), 1)
-    parts = list(heads)
-    for i, excerpt in excerpts:
-        body = _defang(cut(excerpt.text, max(share, 0)))
-        close = "[end untrusted]" if excerpt.label.startswith("untrusted") else "[end]"
-        title = f" {excerpt.title}" if excerpt.title else ""
-        parts[i] += f"\n[{excerpt.label}]{title}\n{body}\n{close}"
-    whole = "\n".join(parts)
-    if notes:
-        whole += "\n\n" + "\n\n".join(notes)
-    return cut(whole, limit), parts
-
-
-def _defang(text: str) -> str:
-    """Untrusted text cannot close its own block or pose as the kernel (same lengths)."""
-    for marker, harmless in _DEFANG:
-        if marker in text:
-            text = text.replace(marker, harmless)
-    return text
-
-
-# ---- helpers -------------------------------------------------------------------------------
 
 
 def _context_value(ctx: Context) -> Any:
@@ -1333,13 +751,13 @@ def _step(value: Any, path: str, index: int | None, key: str | None) -> Any:
     if isinstance(value, Mapping):
         if key in value:
             return value[key]
-        keys = "\n".join(_short(str(k), 80) for k in list(value)[:10])
+        keys = "\n".join(brief(str(k), 80) for k in list(value)[:10])
         more = f" (the first 10 of {len(value):,} below)" if len(value) > 10 else " (below)"
         raise ActionFailed(
-            f"`{path}` has no key {_short(key)}; its keys{more if keys else ': none'}.",
+            f"`{path}` has no key {brief(key)}; its keys{more if keys else ': none'}.",
             [Excerpt(frozenset({"context"}), keys, "its keys:")] if keys else [],
         )
-    raise ActionFailed(f"`{path}` is a {describe(value)}: it has no key {_short(key)}.")
+    raise ActionFailed(f"`{path}` is a {describe(value)}: it has no key {brief(key)}.")
 
 
 def _walk(value: Any, steps: str) -> Any:
@@ -1370,7 +788,7 @@ def _first_json(text: str, objects_only: bool = False) -> Any:
 
 def _sum(items: list[Any]) -> tuple[int | float, list[Any]]:
     total: int | float = 0
-    bad = []
+    bad: list[Any] = []
     for item in items:
         if isinstance(item, bool) or item is None:
             bad.append(item)
@@ -1403,7 +821,7 @@ def _number(value: int | float) -> str:
 def _key(value: Any) -> str:
     if isinstance(value, str):
         return "s" + value
-    return "j" + _dumps(value)
+    return "j" + json_text(value)
 
 
 def _unique(items: list[Any]) -> list[Any]:
@@ -1418,13 +836,8 @@ def _unique(items: list[Any]) -> list[Any]:
 
 
 def _as_text(value: Any) -> str:
-    return value if isinstance(value, str) else _dumps(value)
+    return value if isinstance(value, str) else json_text(value)
 
 
 def _names(names: set[str]) -> str:
     return ", ".join("{" + n + "}" for n in sorted(names)[:10])
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    text = json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

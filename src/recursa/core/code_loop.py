@@ -11,55 +11,47 @@ import asyncio
 import contextlib
 import json
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel
 
-from . import prompts
-from .context import Context, build_payload, describe, from_text, from_value
-from .errors import BudgetExceeded, ConfigError, LMError, SandboxError
-from .events import (
+from ..context import Context, build_payload, describe, from_text, from_value
+from ..errors import BudgetExceeded, ConfigError, LMError, SandboxError
+from ..events import (
     BlockExecuted,
     BudgetRefused,
-    Compacted,
     ContextPrinted,
-    FinalReached,
-    RLMEnded,
     RLMStarted,
-    StallDetected,
     ToolCalled,
-    TurnEnded,
-    TurnStarted,
 )
-from .gateway import estimate_tokens
-from .guards import Guard, printed_contexts
-from .lm.base import Message
-from .lm.windows import context_window
+from ..lm.base import Message
+from ..sandbox import make_sandbox
+from ..sandbox.base import BlockResult, ContextPayload, Sandbox, StreamedTexts
+from . import prompts
+from .guards import printed_contexts
 from .protocol import ParsedTurn, parse_turn
-from .sandbox import make_sandbox
-from .sandbox.base import BlockResult, ContextPayload, Sandbox, StreamedTexts
+from .render import json_object, short
+from .run import Outcome, Run
 from .signature import Signature, SignatureError
-
-if TYPE_CHECKING:
-    from .engine import _Run
-
-EXCERPT = 2000
+from .status import Status
+from .turns import Turn, TurnLoop, TurnTexts
 
 
-@dataclass(slots=True)
-class Outcome:
-    status: str
-    answer: Any = None
-    iterations: int = 0
-    error: str | None = None
-    output: BaseModel | None = None
+class Loop(TurnLoop):
+    """One RLM of the tree, in code mode: its replies are Python blocks run in its REPL."""
 
+    texts = TurnTexts(
+        compact=prompts.COMPACT,
+        compacted=prompts.COMPACTED,
+        extract=prompts.EXTRACT,
+        stalled_extract=prompts.STALLED_EXTRACT,
+        stall=prompts.STALL,
+        stall_warning=prompts.STALL_WARNING,
+    )
 
-class Loop:
     def __init__(
         self,
-        run: _Run,
+        run: Run,
         rlm_id: str,
         depth: int,
         model: str,
@@ -67,24 +59,14 @@ class Loop:
         signature: Signature | None = None,
         inputs: dict[str, Any] | None = None,
     ) -> None:
-        self.run_ = run
-        self.cfg = run.cfg
-        self.id = rlm_id
-        self.depth = depth
-        self.model = model
-        self.signature = signature
+        window = run.cfg.context_window if depth == 0 else None
+        super().__init__(run, rlm_id, depth, model, signature, window)
         self.inputs = dict(inputs or {})
         self.contexts: list[Context] = []
-        self.messages: list[Message] = []
         self.log: list[Message] = []
         """Every message of the conversation, never compacted: the REPL's `history`."""
-        self.first = ""
-        self.iterations = 0
-        self.best: Any = None
         self.sandbox: Sandbox | None = None
         self._starting: asyncio.Task[None] | None = None
-        self.window, _ = context_window(model, run.cfg.context_window if depth == 0 else None)
-        self.guard = Guard(run.cfg.guards) if run.cfg.guards is not None else None
         self._turn: list[tuple[str, str, str | None, int]] = []
         """This turn's blocks so far: (code, output, error, new variables)."""
 
@@ -101,26 +83,17 @@ class Loop:
                 contexts=[c.reference() for c in contexts],
             )
         )
-        outcome = Outcome("error", error="the run did not finish")
+        outcome = Outcome(Status.ERROR, error="the run did not finish")
         try:
             self.open(contexts)
             outcome = await self.ask(question)
             return outcome
         except (LMError, SandboxError) as exc:
-            outcome = Outcome("error", self.best, self.iterations, str(exc))
+            outcome = Outcome(Status.ERROR, self.best, self.iterations, str(exc))
             raise
         finally:
             await self.close()
-            self.run_.emitter.emit(
-                RLMEnded(
-                    rlm=self.id,
-                    depth=self.depth,
-                    status=outcome.status,
-                    answer=_jsonable(outcome.answer),
-                    iterations=outcome.iterations,
-                    error=outcome.error,
-                )
-            )
+            self.ended(outcome)
 
     def open(self, contexts: list[Context]) -> None:
         """Start the worker in the background; the first block waits for it."""
@@ -158,7 +131,7 @@ class Loop:
     def _first_message(self, question: str, contexts: list[Context]) -> str:
         inputs = ""
         if self.inputs:
-            shown = "\n".join(f"- {k} = {_short(v, 300)}" for k, v in self.inputs.items())
+            shown = "\n".join(f"- {k} = {short(v, 300)}" for k, v in self.inputs.items())
             inputs = prompts.INPUTS.format(inputs=shown)
         template = prompts.FIRST_USER if contexts else prompts.FIRST_USER_NO_CONTEXT
         return inputs + template.format(context_description=describe(contexts), question=question)
@@ -169,8 +142,8 @@ class Loop:
         self.best = None
         if not self.messages:
             self.first = self._first_message(question, self.contexts)
-            self._append({"role": "system", "content": self._system_prompt()})
-            self._append({"role": "user", "content": self.first})
+            self.append({"role": "system", "content": self._system_prompt()})
+            self.append({"role": "user", "content": self.first})
         else:
             added = ""
             if new_contexts:
@@ -191,10 +164,10 @@ class Loop:
                 lost = await (await self._ready()).add(ContextPayload(), {"history": self.log})
             repl = prompts.REPL_RESTARTED.format(why=lost) if lost else prompts.REPL_KEPT
             self.first = prompts.NEW_QUESTION.format(question=question, contexts=added, repl=repl)
-            self._append({"role": "user", "content": self.first})
-        return await self._turns()
+            self.append({"role": "user", "content": self.first})
+        return await self.turns()
 
-    def _append(self, message: Message) -> None:
+    def append(self, message: Message) -> None:
         self.messages.append(message)
         self.log.append(message)
 
@@ -217,152 +190,42 @@ class Loop:
             text += prompts.TOOLS_SECTION.format(tools=listing)
         return text
 
-    async def _turns(self) -> Outcome:
-        for iteration in range(1, self.cfg.max_iterations + 1):
-            self.run_.emitter.emit(TurnStarted(rlm=self.id, depth=self.depth, iteration=iteration))
-            await self._compact_if_needed(iteration)
-            try:
-                reply = await self._ask(self.messages, "root")
-            except BudgetExceeded as exc:
-                return Outcome("budget_exhausted", self.best, self.iterations, str(exc))
-            self.iterations = iteration
-            self._append({"role": "assistant", "content": reply})
-            parsed = parse_turn(reply)
-            self._turn = []
-            observation, final = await self._handle(reply, parsed, iteration)
-            warning, stop = (None, None) if final is not None else self._check_stall(iteration)
-            if warning is not None:
-                observation = f"{observation}\n\n{warning}"
-            self.run_.emitter.emit(
-                TurnEnded(
-                    rlm=self.id,
-                    depth=self.depth,
-                    iteration=iteration,
-                    blocks=len(parsed.blocks),
-                    observation=observation,
-                    final=final is not None,
-                )
-            )
-            if final is not None:
-                answer, output, source = final
-                self._final(iteration, answer, source)
-                return Outcome("ok", answer, iteration, output=output)
-            self._append({"role": "user", "content": observation})
-            if stop is not None:
-                why = prompts.STALLED_EXTRACT.format(what=stop)
-                return await self._extract("stalled", why, f"stalled: {stop}")
-        return await self._extract()
-
-    def _check_stall(self, iteration: int) -> tuple[str | None, str | None]:
-        """(a warning for the observation, or why to stop): the first detection warns,
-        one after that stops the run."""
-        if self.guard is None:
-            return None, None
-        verdict = self.guard.judge(
-            [code for code, _, _, _ in self._turn],
-            [output for _, output, _, _ in self._turn],
-            [error for _, _, error, _ in self._turn if error],
-            sum(n for *_, n in self._turn),
-            texts=prompts.STALL,
-            warning=prompts.STALL_WARNING,
+    # ---- the skeleton's hooks ----------------------------------------------------------------
+    async def play(self, reply: str, iteration: int) -> Turn:
+        parsed = parse_turn(reply)
+        self._turn = []
+        observation, final = await self._handle(reply, parsed, iteration)
+        return Turn(
+            observation,
+            final,
+            len(parsed.blocks),
+            codes=[code for code, _, _, _ in self._turn],
+            outputs=[output for _, output, _, _ in self._turn],
+            errors=[error for _, _, error, _ in self._turn if error],
+            new_vars=sum(n for *_, n in self._turn),
         )
-        if verdict is None:
-            return None, None
-        self.run_.emitter.emit(
-            StallDetected(
-                rlm=self.id,
-                depth=self.depth,
-                iteration=iteration,
-                kind=verdict.detection.kind,
-                detail=verdict.detection.detail,
-                count=verdict.detection.count,
-                action=verdict.action,
-            )
-        )
-        return verdict.warning, verdict.stop
 
-    async def _extract(
-        self, status: str = "max_iterations", ask: str | None = None, why: str | None = None
-    ) -> Outcome:
-        """Out of turns (or stalled): one more request asks for the best answer known."""
+    def extract_prompt(self, ask: str | None) -> str:
         if self.signature is not None:
-            ask = prompts.EXTRACT_SIGNATURE.format(fields=self.signature.describe())
-        elif ask is None:
-            ask = prompts.EXTRACT
-        self._append({"role": "user", "content": ask})
-        iterations = self.iterations
-        try:
-            reply = await self._ask(self.messages, "extract")
-        except BudgetExceeded as exc:
-            return Outcome(status, self.best, iterations, why or str(exc))
-        self._append({"role": "assistant", "content": reply})
-        output = None
+            return prompts.EXTRACT_SIGNATURE.format(fields=self.signature.describe())
+        return prompts.EXTRACT if ask is None else ask
+
+    async def extracted(self, reply: str) -> tuple[Any, BaseModel | None]:
         if self.signature is not None:
             try:
-                output = self.signature.validate(_json_object(reply))
-                answer: Any = output.model_dump(mode="json")
+                output = self.signature.validate(json_object(reply))
             except SignatureError:
-                answer = reply.strip()
-        else:
-            marker = parse_turn(reply).final
-            if marker is not None and marker.kind == "var":
-                value = await self._value_of(marker.text)
-                answer = value if value is not None else reply.strip()
-            else:
-                answer = marker.text if marker is not None else reply.strip()
-        self.best = answer
-        self._final(iterations, answer, "extract")
-        return Outcome(status, answer, iterations, why, output=output)
+                return reply.strip(), None
+            return output.model_dump(mode="json"), output
+        marker = parse_turn(reply).final
+        if marker is not None and marker.kind == "var":
+            value = await self._value_of(marker.text)
+            return (value if value is not None else reply.strip()), None
+        return (marker.text if marker is not None else reply.strip()), None
 
-    async def _compact_if_needed(self, iteration: int) -> None:
-        """Near the model's window, replace older turns by a summary the model writes; the
-        whole conversation stays in the REPL as `history`."""
-        before = estimate_tokens(self.messages)
-        # Only with two whole turns or more since the start (or the last compaction): there
-        # must be older turns to fold, and a window smaller than the prompt must not loop.
-        if before <= self.cfg.compact_at * self.window or len(self.messages) < 6:
-            return
-        try:
-            summary = await self._ask(
-                [*self.messages, {"role": "user", "content": prompts.COMPACT}], "compact"
-            )
-        except BudgetExceeded:
-            return  # no budget for a summary: go on uncompacted
-        self.messages = [
-            self.messages[0],
-            {
-                "role": "user",
-                "content": prompts.COMPACTED.format(first=self.first, summary=summary.strip()),
-            },
-        ]
+    async def after_compaction(self) -> None:
+        """The REPL's `history` keeps the whole conversation the prompt no longer holds."""
         await (await self._ready()).add(ContextPayload(), {"history": self.log})
-        self.run_.emitter.emit(
-            Compacted(
-                rlm=self.id,
-                depth=self.depth,
-                iteration=iteration,
-                tokens_before=before,
-                tokens_after=estimate_tokens(self.messages),
-                window=self.window,
-            )
-        )
-
-    def _final(self, iteration: int, answer: Any, source: str) -> None:
-        self.run_.emitter.emit(
-            FinalReached(
-                rlm=self.id,
-                depth=self.depth,
-                iteration=iteration,
-                answer=_jsonable(answer),
-                source=source,
-            )
-        )
-
-    async def _ask(self, messages: list[Message], purpose: str) -> str:
-        completion = await self.run_.gateway.complete(
-            messages, model=self.model, depth=self.depth, rlm=self.id, purpose=purpose
-        )
-        return completion.text
 
     # ---- one reply ---------------------------------------------------------------------------
     async def _handle(
@@ -560,8 +423,8 @@ class Loop:
                     rlm=self.id,
                     depth=self.depth,
                     name=name,
-                    arguments=_short(json.dumps({"args": call_args, "kwargs": call_kwargs})),
-                    result=None if error else _short(value),
+                    arguments=short(json.dumps({"args": call_args, "kwargs": call_kwargs})),
+                    result=None if error else short(value),
                     error=error,
                     cost_usd=tool.cost_usd or 0.0,
                     elapsed_s=round(time.monotonic() - started, 6),
@@ -656,29 +519,3 @@ def _texts(args: dict[str, Any], key: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise TypeError(f"{key} must be a list of strings")
     return value
-
-
-def _json_object(text: str) -> Any:
-    """The first JSON object in a reply (models wrap JSON in prose or fences)."""
-    start = text.find("{")
-    while start >= 0:
-        try:
-            value, _ = json.JSONDecoder().raw_decode(text[start:])
-        except ValueError:
-            start = text.find("{", start + 1)
-            continue
-        return value
-    return None
-
-
-def _jsonable(value: Any) -> Any:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return str(value)
-    return value
-
-
-def _short(value: Any, limit: int = EXCERPT) -> str:
-    text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= limit else text[:limit] + f"... [{len(text):,} characters]"

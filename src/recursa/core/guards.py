@@ -14,11 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import context_files
-from .errors import ConfigError
+from .. import context_files
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from .context import Context
+    from ..context import Context
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,25 +12,23 @@ reports the usage of its own question.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .errors import ConfigError, LMError, SandboxError
-from .events import Listener, RLMStarted
-from .loop import Loop, Outcome
-
-if TYPE_CHECKING:
-    from .engine import RLM, RunResult
+from ..errors import ConfigError, LMError, SandboxError
+from ..events import Listener, RLMStarted
+from .code_loop import Loop
+from .run import Outcome, Program, Run, RunResult
+from .status import Status
 
 
 class Session:
-    def __init__(self, rlm: RLM) -> None:
-        from .engine import _Run
-
+    def __init__(self, rlm: Program) -> None:
         self.rlm = rlm
         self._listeners: list[Listener] = []
-        self.run = _Run(rlm, [self._fan_out])
+        self.run = Run(rlm, [self._fan_out])
         self.loop: Loop | None = None
         self._lock = asyncio.Lock()
+        self._sync_runner: asyncio.Runner | None = None
 
     def _fan_out(self, event: Any) -> None:
         for listener in self._listeners:
@@ -76,9 +74,9 @@ class Session:
                 async with asyncio.timeout(self.rlm.timeout):
                     outcome = await ask
             except TimeoutError:
-                outcome = Outcome("timeout", self.loop.best, self.loop.iterations, "timed out")
+                outcome = Outcome(Status.TIMEOUT, self.loop.best, self.loop.iterations, "timed out")
             except (LMError, SandboxError) as exc:
-                outcome = Outcome("error", self.loop.best, self.loop.iterations, str(exc))
+                outcome = Outcome(Status.ERROR, self.loop.best, self.loop.iterations, str(exc))
             result = self.run.finish(outcome)
             result.usage = _delta(before, result.usage)
             result.events = self.run.events[mark:]  # this question's events only
@@ -89,7 +87,7 @@ class Session:
         return self._runner().run(self.aask(question, context, **kwargs))
 
     def _runner(self) -> asyncio.Runner:
-        if getattr(self, "_sync_runner", None) is None:
+        if self._sync_runner is None:
             self._sync_runner = asyncio.Runner()
         return self._sync_runner
 
@@ -100,7 +98,7 @@ class Session:
         await self.run.pool.aclose()
 
     def close(self) -> None:
-        runner = getattr(self, "_sync_runner", None)
+        runner = self._sync_runner
         if runner is not None:
             runner.run(self.aclose())
             runner.close()
