@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import struct
 import sys
 import textwrap
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 
 import recursa.sandbox
-from e2e_helpers import host_env, one_json_object, repl, run_cli
+from e2e_helpers import host_env, one_json_object, repl, run_cli, worker_processes
 from recursa import RLM
 from recursa.cli import dispatch
 from recursa.errors import ConfigError, SandboxError
@@ -180,8 +181,12 @@ def test_a_worker_that_does_not_confine_itself_is_refused() -> None:
             del options["confine"]
             return options
 
+    sandbox = Unconfined(cell_timeout=20)
     with pytest.raises(SandboxError, match="did not confine itself"):
-        in_landlock("print(1)", Unconfined(cell_timeout=20))
+        in_landlock("print(1)", sandbox)
+
+    assert sandbox.proc is None  # the refused worker was ended, not left running
+    assert [pid for pid, ppid in worker_processes().items() if ppid == os.getpid()] == []
 
 
 @needs_landlock

@@ -145,7 +145,11 @@ class SubprocessSandbox:
         self._payload = payload if callable(payload) else (lambda: payload)
         self._tools = list(tools or [])
         self.workdir = tempfile.mkdtemp(prefix="recursa-")
-        await self._spawn()
+        try:
+            await self._spawn()
+        except BaseException:  # a worker refused at start leaves nothing behind
+            await self.close()
+            raise
 
     def worker_limits(self, payload: ContextPayload) -> limits.WorkerLimits:
         memory = self.memory_limit or limits.default_memory_mib(len(payload.body))
