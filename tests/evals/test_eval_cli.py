@@ -13,7 +13,7 @@ from pathlib import Path
 from e2e_helpers import RECURSA, CliResult, finish_cli, host_env, run_cli, start_cli
 from recursa.evals import load_results
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 ORACLE = "ORACLE (scripted, not a model)"
 
 

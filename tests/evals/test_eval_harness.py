@@ -22,7 +22,7 @@ from recursa.evals.report import write_report
 from recursa.evals.tasks import Task
 from recursa.testing import FakeLMServer, ScriptedLM
 
-FIXTURES = Path(__file__).parent / "eval_fixtures"
+FIXTURES = Path(__file__).parents[1] / "eval_fixtures"
 STRATEGIES = ["direct", "rlm", "rlm-d2", "rlm-nosub"]
 
 
