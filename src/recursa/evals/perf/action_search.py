@@ -39,7 +39,7 @@ from typing import Any
 from ...actions import Kernel
 from ...actions.schema import ADAPTER
 from ...context import Context
-from ._common import MB, Result, report
+from .common import MB, Result, report
 
 BENCH = "action_search"
 TARGET_MB_S = 300.0
