@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from e2e_helpers import RECURSA, repl
+from extras import require_extra
 from recursa.testing import LMRequest, Reply
 
 SECRET = "amber-falcon-7731"
@@ -145,6 +146,7 @@ class Served:
 def recursa_serve(args: list[str], *, env: dict[str, str], workdir: Path) -> Iterator[Served]:
     """`recursa serve --port 0 ARGS` in a subprocess; yields once it says where it listens.
     Ended with SIGTERM afterwards (SIGKILL if it does not stop)."""
+    require_extra("server", "fastapi", "uvicorn")
     stderr_path = workdir / f"serve-{uuid.uuid4().hex[:6]}.err"
     with open(stderr_path, "wb") as err:
         proc = subprocess.Popen(

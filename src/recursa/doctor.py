@@ -17,8 +17,6 @@ from .errors import ConfigError
 from .lm.models import PROVIDERS
 
 EXTRAS: dict[str, str] = {
-    "openai": "openai",
-    "anthropic": "anthropic",
     "otel": "opentelemetry",
     "eval": "matplotlib",
     "server": "fastapi",

@@ -1,7 +1,7 @@
 """What each sandbox backend blocks, and what it does not: the table in docs/SANDBOX.md.
 
 One row per attack. Each cell is a verdict (`blocked`, `bounded`, `contained`, `partly`,
-`not blocked`, `n/a`) and how. The hostile-code tests (tests/test_hostile_code.py) check the
+`not blocked`, `n/a`) and how. The hostile-code tests (tests/sandbox/test_hostile_code.py) check the
 verdicts they can check, attack by attack, and a test keeps docs/SANDBOX.md equal to
 `markdown_table()`.
 """

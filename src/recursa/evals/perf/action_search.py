@@ -39,7 +39,7 @@ from typing import Any
 from ...context import Context
 from ...core.actions import Kernel
 from ...core.actions.schema import ADAPTER
-from ._common import MB, Result, report
+from .common import MB, Result, report
 
 BENCH = "action_search"
 TARGET_MB_S = 300.0

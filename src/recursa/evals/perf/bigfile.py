@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._common import Result, descendants_of, proc_status_kb, report
+from .common import Result, descendants_of, proc_status_kb, report
 
 BENCH = "bigfile"
 GB = 1_000_000_000

@@ -20,7 +20,7 @@ from typing import Any
 
 from recursa.core.programs import RLM
 
-from ._common import Result, ServerProcess, median_of, report
+from .common import Result, ServerProcess, median_of, report
 
 BENCH = "fanout"
 N = 100

@@ -42,7 +42,7 @@ from recursa.events import Emitter
 from recursa.sandbox.base import BlockResult
 from recursa.testing import ScriptedLM
 
-from ._common import (
+from .common import (
     MB,
     Result,
     ServerProcess,
@@ -52,7 +52,7 @@ from ._common import (
     sandbox_backends,
     synthetic_text,
 )
-from ._server import trivial_turns
+from .fake_server import trivial_turns
 
 BENCH = "iteration"
 TARGET_MS = 5.0

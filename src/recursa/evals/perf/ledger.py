@@ -23,7 +23,7 @@ import time
 from recursa.budget import Ledger, Limits
 from recursa.lm.pricing import PriceTable
 
-from ._common import Result, median_of, report
+from .common import Result, median_of, report
 
 BENCH = "ledger"
 TARGET_US = 50.0

@@ -20,7 +20,7 @@ high-water mark only grows, so the last read holds the peak), as a multiple of t
 size. The peaks need not coincide, so their sum is an upper bound of the peak of all.
 
 The same run is repeated against a responder that gives the same answers without the
-demo's regex (see `recursa.evals.perf._server`, mode demo_fast), to show how much of the
+demo's regex (see `recursa.evals.perf.fake_server`, mode demo_fast), to show how much of the
 wall time is the fake sub-model's own CPU.
 
 Peers (ANCHORS.md, same task): official library 1.36 s / 10x the input; DSPy 15.2 s / 124x.
@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._common import (
+from .common import (
     MB,
     Result,
     ServerProcess,

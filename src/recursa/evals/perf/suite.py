@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from ._common import fmt, loadavg, machine_line
+from .common import fmt, loadavg, machine_line
 
 BENCHMARKS = ("iteration", "worker_start", "fanout", "ledger", "needle")
 OPTIONAL = ("bigfile",)

@@ -24,7 +24,7 @@ import time
 from recursa.context import build_payload, from_text
 from recursa.sandbox.base import ContextPayload
 
-from ._common import MB, Result, median_of, report, sandbox_backends, synthetic_text, time_calls
+from .common import MB, Result, median_of, report, sandbox_backends, synthetic_text, time_calls
 
 BENCH = "worker_start"
 TARGET_MS = 50.0

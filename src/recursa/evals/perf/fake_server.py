@@ -1,6 +1,6 @@
-"""A FakeLMServer in a process of its own, for the benchmarks (see `_common.ServerProcess`).
+"""A FakeLMServer in a process of its own, for the benchmarks (see `common.ServerProcess`).
 
-    python -m recursa.evals.perf._server MODE LATENCY [ARGS...]
+    python -m recursa.evals.perf.fake_server MODE LATENCY [ARGS...]
 
 Prints the OpenAI base URL on one line, then serves until its stdin closes. A line `stats`
 on stdin is answered with one JSON line (requests seen, most in flight at once) and resets

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
+from extras import needs_extra
 from recursa import RLM
 from recursa.events import Event
 from recursa.testing import LMRequest, ScriptedLM
@@ -55,7 +52,12 @@ def test_the_async_iterator_yields_the_same_stream_as_it_happens(serve) -> None:
     assert sum(e.type == "block" for e in events) == 2
 
 
+@needs_extra("otel", "opentelemetry")
 def test_otel_spans_cover_the_run_each_rlm_each_turn_and_each_lm_call(serve) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
     server = serve(_model())
     exporter = InMemorySpanExporter()
     provider = TracerProvider()

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import openai
 import pytest
 
 from e2e_helpers import RECURSA, host_env, run_cli
+from extras import import_extra
 from recursa.testing import FakeLMServer, ScriptedLM
 from recursa.trace.store import RunStore
 from serve_helpers import (
@@ -36,6 +36,8 @@ from serve_helpers import (
     tagged,
     wait_for,
 )
+
+openai = import_extra("openai", "dev")
 
 MODEL = "recursa/openai/scripted"
 SERVER_MAX_LLM_CALLS = 3

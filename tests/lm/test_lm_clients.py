@@ -346,12 +346,24 @@ async def test_unreachable_server_is_a_connection_error() -> None:
 
 
 async def test_slow_server_times_out_as_connection_error(fake: FakeLM) -> None:
-    fake.on("/v1/chat/completions", Reply(body=openai_body(), delay=2.0))
-    async with OpenAICompatClient(fake.url + "/v1", KEY, timeout=0.3) as client:
-        started = time.monotonic()
-        with pytest.raises(LMConnectionError) as info:
-            await client.complete(MSGS, model="m")
-    assert time.monotonic() - started < 1.5
+    """The server holds its reply until the client has given up, so only the client's own
+    timeout can end the call: the error comes while the request is still in flight."""
+    release = threading.Event()
+
+    def held(req: Received) -> Reply:
+        release.wait(timeout=30)  # a bound for a client that never times out
+        return Reply(body=openai_body())
+
+    fake.on("/v1/chat/completions", held)
+    try:
+        async with OpenAICompatClient(fake.url + "/v1", KEY, timeout=0.3) as client:
+            with pytest.raises(LMConnectionError) as info:
+                await client.complete(MSGS, model="m")
+            still_held = fake.in_flight
+    finally:
+        release.set()
+    assert len(fake.received) == 1
+    assert still_held == 1  # the reply had not been sent when the client gave up
     assert "timed out" in assert_one_clean_line(info.value)
 
 

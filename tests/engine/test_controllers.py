@@ -12,7 +12,7 @@ import pytest
 from e2e_helpers import host_env, run_cli
 from recursa.core import controllers
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 @pytest.fixture(autouse=True)

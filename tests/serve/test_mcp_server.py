@@ -8,13 +8,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mcp import ClientSession, StdioServerParameters
-from mcp.client.stdio import stdio_client
-
 from e2e_helpers import RECURSA, host_env
+from extras import import_extra
 from recursa.testing import FakeLMServer, ScriptedLM
 from recursa.trace.store import RunStore
 from serve_helpers import SECRET, Scenarios, make_haystack
+
+import_extra("mcp", "mcp")
+
+from mcp import ClientSession, StdioServerParameters  # noqa: E402
+from mcp.client.stdio import stdio_client  # noqa: E402
 
 
 def _result(call: Any) -> dict[str, Any]:

@@ -240,15 +240,15 @@ def default_backend() -> str:
 
 
 class ServerProcess:
-    """`recursa.evals.perf._server` in a child process: the fake model gets its own interpreter (and
-    GIL), as a real model server would be on its own machine, so that what we time is
-    recursa's side of the socket, not the fake's threads fighting the host for the GIL."""
+    """`recursa.evals.perf.fake_server` in a child process: the fake model gets its own
+    interpreter (and GIL), as a real model server would be on its own machine, so that what we
+    time is recursa's side of the socket, not the fake's threads fighting the host for the GIL."""
 
     def __init__(self, mode: str, *args: Any, latency: float = 0.0) -> None:
         self.cmd = [
             sys.executable,
             "-m",
-            "recursa.evals.perf._server",
+            "recursa.evals.perf.fake_server",
             mode,
             str(latency),
             *map(str, args),

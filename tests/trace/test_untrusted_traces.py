@@ -220,7 +220,7 @@ def _bad_settings(path: Path) -> None:
 def _wrong_types(path: Path) -> None:
     """A run whose fields hold values of the wrong type, where readers convert them."""
     path.write_text(
-        Path(__file__).with_name("hostile_traces").joinpath("wrong_types.jsonl").read_text()
+        (Path(__file__).parents[1] / "hostile_traces" / "wrong_types.jsonl").read_text()
     )
 
 

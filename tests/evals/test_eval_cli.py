@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 
 from e2e_helpers import RECURSA, CliResult, finish_cli, host_env, run_cli, start_cli
+from extras import needs_extra
 from recursa.evals import load_results
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 ORACLE = "ORACLE (scripted, not a model)"
 
 
@@ -95,6 +96,7 @@ def test_recursa_eval_report_only_rewrites_the_report_from_the_results(tmp_path:
     assert "| vartrack | 4k |" in (tmp_path / "report.md").read_text()
 
 
+@needs_extra("eval", "matplotlib")
 def test_the_readme_eval_command_runs_as_written(tmp_path: Path) -> None:
     found = re.search(r"<!-- cli-example: eval -->\n```bash\n(.+?)\n```", README.read_text())
     assert found, "README lost its marked `recursa eval` example"

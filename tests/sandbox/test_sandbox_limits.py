@@ -33,7 +33,7 @@ from recursa.sandbox.received import Malformed, block_result
 from recursa.sandbox.threats import ATTACKS, BACKEND_ORDER, markdown_table
 from recursa.testing import ScriptedLM
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROCESS_BACKENDS = [
     "subprocess",
     pytest.param(

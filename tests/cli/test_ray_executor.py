@@ -235,7 +235,7 @@ def test_an_unreachable_ray_cluster_is_one_line_at_once_and_writes_nothing(tmp_p
 def test_the_ray_extra_brings_rays_client_for_ray_addresses():
     import tomllib
 
-    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
     extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
     assert any(req.startswith("ray[client]") for req in extras["ray"]), extras["ray"]
 

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from e2e_helpers import host_env, one_json_object, repl, run_cli
+from extras import needs_extra
 from recursa.core.gateway import ClientPool
 from recursa.errors import ConfigError
 from recursa.testing import FakeLMServer, LMRequest
@@ -126,6 +127,7 @@ def test_a_pool_keeps_the_base_url_to_its_own_provider() -> None:
         ClientPool(base_url="http://127.0.0.1:9/v1")
 
 
+@needs_extra("server", "fastapi", "uvicorn")  # the extra is checked before the options
 def test_serve_refuses_a_base_url_that_belongs_to_no_model() -> None:
     run = run_cli(["serve", "--port", "0", "--base-url", "http://127.0.0.1:9/v1"])
 

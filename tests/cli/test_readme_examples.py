@@ -12,7 +12,7 @@ import pytest
 
 from e2e_helpers import host_env
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 EXAMPLE = re.compile(r"<!-- example: (\w+) -->\n```python\n(.*?)\n```$", re.S | re.M)
 EXAMPLES = dict(EXAMPLE.findall(README.read_text(encoding="utf-8")))
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from extras import needs_extra
 from recursa.errors import ConfigError
 from recursa.evals import FAMILIES, EvalConfig, generate, load_results, run_eval
 from recursa.evals.datasets import _json_array, load_browsecomp, load_longbench, load_oolong
@@ -22,7 +23,7 @@ from recursa.evals.report import write_report
 from recursa.evals.tasks import Task
 from recursa.testing import FakeLMServer, ScriptedLM
 
-FIXTURES = Path(__file__).parent / "eval_fixtures"
+FIXTURES = Path(__file__).parents[1] / "eval_fixtures"
 STRATEGIES = ["direct", "rlm", "rlm-d2", "rlm-nosub"]
 
 
@@ -233,6 +234,7 @@ def test_direct_overflows_and_scores_zero_above_the_window(tmp_path: Path) -> No
     assert by["rlm"]["score"] == 1.0
 
 
+@needs_extra("eval", "matplotlib")
 def test_the_report_has_the_tables_the_paper_figures_and_valid_plots(oracle_eval: Any) -> None:
     report = oracle_eval.report.read_text()
 

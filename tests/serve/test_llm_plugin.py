@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 
 from e2e_helpers import host_env, observation_after
+from extras import needs_extra
 from recursa.testing import FakeLMServer, ScriptedLM
 from serve_helpers import SECRET, Scenarios, make_haystack
+
+pytestmark = needs_extra("llm", "llm")
 
 LLM = str(Path(sys.executable).with_name("llm"))
 
