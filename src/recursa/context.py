@@ -243,8 +243,9 @@ def build_payload(contexts: list[Context]) -> ContextPayload:
             specs.append({"kind": "file", "path": ctx.path, "size": ctx.nbytes})
             continue
         if ctx.kind == "text":  # the text itself, encoded a slice at a time as it is sent
-            data: str | bytes = ctx.text or ""
-            size = utf8_size(data)  # at once for ASCII; slice by slice otherwise
+            text = ctx.text or ""
+            data: str | bytes = text
+            size = utf8_size(text)  # at once for ASCII; slice by slice otherwise
         else:
             data = json.dumps(ctx.value).encode("utf-8")
             size = len(data)
@@ -299,9 +300,11 @@ def _describe_one(var: str, ctx: Context) -> str:
             f"First items:\n{preview}"
         )
     if isinstance(value, dict):
-        keys = list(value)[:20]
-        preview = json.dumps({k: value[k] for k in keys[:3]}, default=str)[:PREVIEW_CHARS]
-        return f"`{var}` is a dict of {len(value):,} keys; first keys: {keys}.\nPreview:\n{preview}"
+        first = list(value)[:20]
+        preview = json.dumps({k: value[k] for k in first[:3]}, default=str)[:PREVIEW_CHARS]
+        return (
+            f"`{var}` is a dict of {len(value):,} keys; first keys: {first}.\nPreview:\n{preview}"
+        )
     return f"`{var}` is a {type(value).__name__}: {json.dumps(value)[:PREVIEW_CHARS]}"
 
 

@@ -15,6 +15,7 @@ from mcp.server.fastmcp import Context, FastMCP
 from mcp.server.fastmcp.exceptions import ToolError
 
 from .errors import ConfigError
+from .events import TurnEnded
 from .server.runs import Busy, RunManager, RunSpec
 from .server.settings import RequestError, ServeSettings, Source
 from .trace.store import RunStore
@@ -86,7 +87,7 @@ def build_server(
         try:
             async for item in job.follow():
                 event = item[1] if item else None
-                if event is not None and event.type == "turn_end" and event.depth == 0:
+                if isinstance(event, TurnEnded) and event.depth == 0:
                     with contextlib.suppress(Exception):
                         await ctx.report_progress(event.iteration, spec.limits["max_iterations"])
             await job.wait()

@@ -98,8 +98,9 @@ def batch(
 def _command() -> click.Command:
     """`batch` with the shared run options but those `_NOT_FOR_BATCH`, and its own."""
     func = run_options(batch)
-    func.__click_params__ = [  # type: ignore[attr-defined]
-        p for p in func.__click_params__ if p.name not in _NOT_FOR_BATCH
+    attrs = vars(func)  # click keeps a function's options in its `__click_params__`
+    attrs["__click_params__"] = [
+        p for p in attrs["__click_params__"] if p.name not in _NOT_FOR_BATCH
     ]
     own = [
         click.argument("questions", type=click.Path(dir_okay=False)),

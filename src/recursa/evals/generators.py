@@ -266,9 +266,9 @@ def _oolong(rng: random.Random, chars: int, seed: int) -> Task:
         _OOLONG_INTRO + "How many questions carry each label? Give one line per label in the "
         "form 'label: count', for all six labels."
     )
-    expected = {label: counts[label] for label in LABELS}
+    per_label = {label: counts[label] for label in LABELS}
     return _task(
-        question, text, expected, "distribution", score_params={"decay": 0.75},
+        question, text, per_label, "distribution", score_params={"decay": 0.75},
         params={"variant": variant}, paper="oolong",
     )  # fmt: skip
 

@@ -71,7 +71,7 @@ def accuracy_table(records: list[dict[str, Any]]) -> str:
     head = ["family", "length", *strategies, "paper (GPT-5 + GPT-5-mini)"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for (family, length), by in sorted(groups.items()):
-        papers = {r.get("paper") for rows in by.values() for r in rows} - {None}
+        papers = {p for rows in by.values() for r in rows if (p := r.get("paper")) is not None}
         paper = "; ".join(PAPER[p].cell() for p in sorted(papers) if p in PAPER)
         if paper and not any(r.get("source") != "generated" for rs in by.values() for r in rs):
             paper += " (a similar task, not the same data)"
@@ -142,7 +142,7 @@ def render_markdown(records: list[dict[str, Any]], plots: list[Path], notes: lis
         title = f"{model}: {ORACLE_LABEL}" if oracle and model == "oracle" else model
         if model == "wrong" and oracle:
             title = "wrong: SCRIPTED WRONG MODEL (answers 0), not a model"
-        sub = {r.get("sub_model") for r in rows} - {None}
+        sub = {m for r in rows if (m := r.get("sub_model")) is not None}
         parts += [f"## Model: {title}", ""]
         if oracle:
             parts += [
@@ -246,10 +246,10 @@ def plot(records: list[dict[str, Any]], out: Path) -> list[Path]:
                 costs.append(statistics.median([r["cost_usd"] or 0.0 for r in rows] or [0.0]))
             else:
                 costs.append(_mean([r["input_tokens"] + r["output_tokens"] for r in rows]))
-        xs = [j + i * width for j in range(len(families))]
+        bars = [j + i * width for j in range(len(families))]
         label = strategy if len(models) == 1 else f"{model}: {strategy}"
-        left.bar(xs, calls, width, label=label)
-        right.bar(xs, costs, width, label=label)
+        left.bar(bars, calls, width, label=label)
+        right.bar(bars, costs, width, label=label)
     ticks = [j + width * (len(strategies) * len(models) - 1) / 2 for j in range(len(families))]
     for ax, title in (
         (left, "mean LM calls per task"),

@@ -17,7 +17,7 @@ import json
 import re
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -573,7 +573,7 @@ def _counted(stats: list[RunStats], calls_attr: str, blocks_attr: str) -> dict[s
     }
 
 
-def _spread(values: list[float]) -> dict[str, Any]:
+def _spread(values: Sequence[float]) -> dict[str, Any]:
     if not values:
         return {"count": 0}
     return {

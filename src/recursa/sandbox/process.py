@@ -582,7 +582,7 @@ async def reply_for(header: dict[str, Any], handler: CallHandler) -> dict[str, A
     """Serve one `call` frame: the `reply` frame for it, also when the handler failed."""
     call_id = header.get("id")
     fn = str(header.get("fn", ""))
-    args = header.get("args") if isinstance(header.get("args"), dict) else {}
+    args = given if isinstance(given := header.get("args"), dict) else {}
     try:
         value = await handler(fn, args)
         return {"op": "reply", "id": call_id, "ok": True, "value": value}

@@ -73,7 +73,7 @@ def chat_spec(body: Any, settings: ServeSettings) -> tuple[RunSpec, str]:
     if earlier:
         question = "The conversation so far:\n" + "\n".join(earlier) + f"\n\nQuestion: {question}"
     limits = settings.limits_for(body.get("limits"))
-    echo = body.get("model") if isinstance(body.get("model"), str) else "recursa/" + model
+    echo = named if isinstance(named := body.get("model"), str) else "recursa/" + model
     return RunSpec(question, model, sources, limits), echo
 
 

@@ -117,7 +117,8 @@ class ServeSettings:
             resolved.append(path.resolve())
         self.allow_paths = resolved
         if self.default_model is None:
-            self.default_model = (self.models or [None])[0] or os.environ.get("RECURSA_MODEL")
+            first = self.models[0] if self.models else None
+            self.default_model = first or os.environ.get("RECURSA_MODEL")
         if self.base_url and not self.default_model:
             raise ConfigError("--base-url needs --model: it belongs to that model's provider")
 

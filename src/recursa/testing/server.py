@@ -338,7 +338,7 @@ class _Handler(BaseHTTPRequestHandler):
                 },
             )
             return
-        start = {
+        start: dict[str, Any] = {
             "id": rid,
             "type": "message",
             "role": "assistant",

@@ -27,7 +27,7 @@ from ..events import (
 try:
     from opentelemetry import trace as otel_trace
 except ImportError:  # the extra is not installed
-    otel_trace = None
+    otel_trace = None  # type: ignore[assignment]  # mypy cannot type an optional module
 
 
 class OtelExporter:

@@ -291,7 +291,7 @@ class _Page:
         cost = as_float(usage.get("cost_usd")) if usage else totals.cost
         iterations = as_int(end.get("iterations")) if m.end else (root.iterations if root else 0)
         subs = sum(1 for c in m.calls if c.purpose in ("sub", "leaf"))
-        contexts = run.get("contexts") if isinstance(run.get("contexts"), list) else []
+        contexts = listed if isinstance(listed := run.get("contexts"), list) else []
         ctx = ", ".join(
             f"{as_str(c.get('kind'))} of {_num(as_int(c.get('size')))}"
             for c in contexts

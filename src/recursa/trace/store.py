@@ -7,6 +7,7 @@ forward by numbered migrations, so an old store opens under a newer recursa.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import sqlite3
@@ -189,7 +190,7 @@ class RunStore:
             raise ConfigError(f"{run_id!r} names several runs: give more of the id")
         return _run(rows[0])
 
-    def events(self, run_id: str) -> list[dict[str, Any]]:
+    def events(self, run_id: str) -> builtins.list[dict[str, Any]]:  # `list` is a method here
         """A run's events, read as strictly as a trace file: the store is a file too."""
         with self.connect() as db:
             rows = db.execute(

@@ -102,7 +102,7 @@ def main(argv: list[str]) -> list[Result]:
     print(f"  context: {len(text):,} characters built in {built:.1f} s", flush=True)
     ctx = Context(name="<bench>", kind="text", text=text)
     kernel = Kernel(None, [ctx])
-    cases = [
+    cases: list[tuple[str, dict[str, Any], float | None]] = [
         ("literal search, 1 hit", {"pattern": "vault passphrase"}, TARGET_MB_S),
         ("literal search, a hit on every line", {"pattern": " ms\n", "max_hits": 20}, None),
         (

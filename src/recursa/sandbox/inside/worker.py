@@ -21,7 +21,6 @@ from __future__ import annotations
 import _ast
 import _collections_abc
 import _operator
-import _signal
 import _thread
 import builtins
 import io
@@ -31,20 +30,26 @@ import resource
 import sys
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # typeshed has no stub for `_signal`: `signal` re-exports what is used here
+    import signal as _signal
     from collections.abc import Iterator
     from typing import Any
+else:
+    import _signal
 
 BUILTINS_SNAPSHOT = dict(vars(builtins))
 """The builtins as they were before any model code ran."""
 BUILTINS_VALUES = list(BUILTINS_SNAPSHOT.values())
 globals()["__builtins__"] = dict(BUILTINS_SNAPSHOT)  # every function below is bound to this copy
 
-try:  # imported as part of recursa (the local backend)
+if TYPE_CHECKING:  # the checker reads the package's module; a script finds the same file
     from . import framing
-except ImportError:  # run as a script inside the sandbox
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import framing
+else:
+    try:  # imported as part of recursa (the local backend)
+        from . import framing
+    except ImportError:  # run as a script inside the sandbox
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import framing
 
 _os_read, _os_write = os.read, os.write
 _setitimer, _ITIMER_REAL = _signal.setitimer, _signal.ITIMER_REAL
@@ -498,7 +503,11 @@ class Worker:
         header = self.exchange(call_id, frame)
         if header.get("ok"):
             return header.get("value")
-        kinds = {"TypeError": TypeError, "ValueError": ValueError, **self.exc_types}
+        kinds: dict[str, type[Exception]] = {
+            "TypeError": TypeError,
+            "ValueError": ValueError,
+            **self.exc_types,
+        }
         exc_type = kinds.get(header.get("error_type", ""), self.exc_types["LLMQueryError"])
         raise exc_type(header.get("message", "sub-query failed"))
 
@@ -597,9 +606,12 @@ class Worker:
 
     def _run(self, code: str) -> None:
         tree = compile(code, "<repl>", "exec", _ast.PyCF_ONLY_AST)
+        assert isinstance(tree, _ast.Module)  # "exec" mode parses to a Module
         last_expr = None
-        if tree.body and isinstance(tree.body[-1], _ast.Expr):
-            last_expr = _ast.Expression(tree.body.pop().value)
+        last = tree.body[-1] if tree.body else None
+        if isinstance(last, _ast.Expr):
+            tree.body.pop()
+            last_expr = _ast.Expression(last.value)
         exec(compile(tree, "<repl>", "exec"), self.ns)
         if last_expr is not None:
             value = eval(compile(last_expr, "<repl>", "eval"), self.ns)
