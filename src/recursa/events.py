@@ -166,6 +166,15 @@ class ToolCalled(Event):
 
 
 @dataclass(slots=True, kw_only=True)
+class SubQueriesAsked(Event):
+    """Model code asked for `count` plain sub-queries at once (`llm_query`: 1; a batch: its
+    size), before any is sent: what progress counts them against ("34/62 done")."""
+
+    type: ClassVar[str] = "sub_queries"
+    count: int
+
+
+@dataclass(slots=True, kw_only=True)
 class StallDetected(Event):
     """A guard saw the controller repeat itself: first `warned`, then `stopped`."""
 

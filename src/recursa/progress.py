@@ -36,6 +36,7 @@ from .events import (
     RLMStarted,
     RunEnded,
     RunStarted,
+    SubQueriesAsked,
     ToolCalled,
     TurnEnded,
     TurnStarted,
@@ -111,6 +112,8 @@ class _Worker:
     subs: int = 0
     """Sub-queries in flight (sent, not answered)."""
     subs_done: int = 0
+    subs_asked: int = 0
+    """Sub-queries the block's code asked for so far (a batch counts its size at once)."""
     """Sub-queries answered during the current block."""
     children: int = 0
     in_code: bool = False
@@ -128,9 +131,14 @@ class _Worker:
         if self.children:
             waits.append(f"{self.children} child RLM{'s' if self.children != 1 else ''}")
         if self.subs:
-            # a batch's size never reaches the host whole (its prompts may stream from
-            # the worker), so the count is of those answered and those in flight
-            waits.append(f"sub-queries ({self.subs_done} done, {self.subs} in flight)")
+            # answered of those the block asked for (`sub_queries` events), beside those
+            # in flight; retries are calls too, so "done" never shows past the total
+            done = (
+                f"{min(self.subs_done, self.subs_asked)}/{self.subs_asked}"
+                if self.subs_asked
+                else str(self.subs_done)
+            )
+            waits.append(f"sub-queries ({done} done, {self.subs} in flight)")
         if waits:
             return f"block {self.blocks_done + 1}: waiting on " + " and ".join(waits)
         if self.in_code:
@@ -242,7 +250,7 @@ class Progress:
             worker = self._worker(event)
             worker.turn = event.iteration
             worker.in_code = False
-            worker.blocks_done = worker.subs_done = 0
+            worker.blocks_done = worker.subs_done = worker.subs_asked = 0
         elif isinstance(event, LMCallStarted):
             worker = self._worker(event)
             if event.purpose in ("root", "extract"):
@@ -275,7 +283,7 @@ class Progress:
         elif isinstance(event, BlockExecuted):
             worker = self._worker(event)
             worker.blocks_done += 1
-            worker.subs_done = 0
+            worker.subs_done = worker.subs_asked = 0
             if event.error or event.restarted:
                 first = (event.error or "").strip().splitlines()[-1:] or [""]
                 lines.append(
@@ -285,6 +293,8 @@ class Progress:
                         f"{escape(first[0][:200])}",
                     )
                 )
+        elif isinstance(event, SubQueriesAsked):
+            self._worker(event).subs_asked += event.count
         elif isinstance(event, ToolCalled):
             self._worker(event).tools += 1
             self.cost += event.cost_usd

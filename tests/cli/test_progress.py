@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from e2e_helpers import run_cli
+from e2e_helpers import repl, run_cli
+from recursa import RLM
 from recursa.events import (
     BlockExecuted,
     Event,
@@ -22,10 +23,12 @@ from recursa.events import (
     RLMStarted,
     RunEnded,
     RunStarted,
+    SubQueriesAsked,
     TurnEnded,
     TurnStarted,
 )
 from recursa.progress import Progress
+from recursa.testing import ScriptedLM
 from run_samples import ANSWER, CHILD_QUESTION, CONTEXT, QUESTION, record_run, scripted_model
 
 
@@ -186,13 +189,13 @@ def test_live_view_says_what_each_worker_is_doing() -> None:
     assert "running block 1" in row(frame(progress), "0")
 
     subs = [call("0", "sub") for _ in range(3)]
-    feed(progress, *subs, done(subs[0]))
-    # how many of the block's sub-queries are answered, beside those in flight
-    assert "block 1: waiting on sub-queries (1 done, 2 in flight)" in row(frame(progress), "0")
+    feed(progress, SubQueriesAsked(count=5), *subs, done(subs[0]))
+    # how many of the sub-queries the block asked for are answered, beside those in flight
+    assert "block 1: waiting on sub-queries (1/5 done, 2 in flight)" in row(frame(progress), "0")
 
     feed(progress, RLMStarted(rlm="0.0", depth=1, question="c", model="m", first_message="f"))
     text = frame(progress)
-    assert "waiting on 1 child RLM and sub-queries (1 done, 2 in flight)" in row(text, "0")
+    assert "waiting on 1 child RLM and sub-queries (1/5 done, 2 in flight)" in row(text, "0")
     assert "starting" in row(text, "0.0")
 
     first = call("0.0", "root")
@@ -296,3 +299,16 @@ def test_a_malformed_event_turns_the_display_off_with_one_line() -> None:
     lines = out.getvalue().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("recursa: progress display stopped: KeyError")
+
+
+def test_a_run_tells_progress_how_many_sub_queries_each_call_asked_for(serve) -> None:
+    code = "xs = llm_query_batched(['a', 'b', 'c'])\ny = llm_query('d')\nFINAL(len(xs))"
+    server = serve(ScriptedLM(root=[repl(code)], sub=lambda prompt: "ok"))
+    events: list[Event] = []
+
+    result = RLM("openai/x", base_url=server.url, on_event=events.append).run("q", "ctx")
+
+    assert result.status == "ok", result.error
+    asked = [e.count for e in events if isinstance(e, SubQueriesAsked)]
+    assert asked == [3, 1]
+    assert server.request_count == 1 + 4  # the root turn and the four sub-queries

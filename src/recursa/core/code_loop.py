@@ -22,6 +22,7 @@ from ..events import (
     BudgetRefused,
     ContextPrinted,
     RLMStarted,
+    SubQueriesAsked,
     ToolCalled,
 )
 from ..lm.base import Message
@@ -370,12 +371,16 @@ class Loop(TurnLoop):
                     "here unless a price is given (--price MODEL=INPUT,OUTPUT)"
                 )
         if fn == "llm_query":
-            return await self._sub_query(_text(args, "prompt"), model)
+            prompt = _text(args, "prompt")
+            self._asked(1)
+            return await self._sub_query(prompt, model)
         if fn == "llm_query_batched":
             streamed = args.get("prompts")
             if isinstance(streamed, StreamedTexts):
+                self._asked(len(streamed))
                 return await _batched(self._streamed_sub_queries(streamed, model))
             prompts_ = _texts(args, "prompts")
+            self._asked(len(prompts_))
             return await _batched([self._sub_query(p, model) for p in prompts_])
         if fn == "rlm_query":
             return await self._child(_text(args, "prompt"), args.get("context"), model)
@@ -386,6 +391,9 @@ class Loop(TurnLoop):
                 [self._child(p, c, model) for p, c in zip(prompts_, contexts, strict=True)]
             )
         raise ValueError(f"unknown function {fn!r}")
+
+    def _asked(self, count: int) -> None:
+        self.run_.emitter.emit(SubQueriesAsked(rlm=self.id, depth=self.depth, count=count))
 
     async def _tool(self, args: dict[str, Any]) -> Any:
         name = str(args.get("name"))
