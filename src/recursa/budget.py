@@ -182,12 +182,20 @@ class Ledger:
         output_tokens: int,
         reported_cost: float | None = None,
         usage_problem: str | None = None,
+        *,
+        usage_missing: bool = False,
     ) -> float:
         """Record a request that was sent, with the usage the server reported; returns its cost.
 
         Under a token or cost limit, a report beyond the reservation (or one that cannot be
         read) is a breach: the request is charged at least what was reserved, and
-        `reservation.breach` says why."""
+        `reservation.breach` says why. A reply with no usage at all is charged at the
+        reservation's bound, which is no breach: the cap holds and the run goes on."""
+        limited = self.limits.max_tokens is not None or self.limits.max_cost is not None
+        if usage_missing and limited:
+            input_tokens = reservation.input_bound
+            output_tokens = reservation.output_cap or 0
+            reported_cost = reservation.cost
         cost = reported_cost
         if cost is None and self.pricer is not None:
             cost = self.pricer.cost(reservation.model, input_tokens, output_tokens)

@@ -1,6 +1,7 @@
 """Token and cost caps are hard limits (issue 15): a provider that ignores the max_tokens a
 request carries, or reports usage that cannot be read, ends the run with
-`budget_exhausted` and a line that says so; never `ok` past the cap.
+`budget_exhausted` and a line that says so; never `ok` past the cap. A reply with no usage
+at all is charged at the bound reserved for it.
 
 Real CLI subprocesses against the fake server (or a raw socket server for bodies the fake
 server cannot produce) and real sandbox workers."""
@@ -76,14 +77,28 @@ def test_absurd_usage_under_a_token_cap_ends_the_run(case: str) -> None:
     assert 0 < data["usage"]["input_tokens"] + data["usage"]["output_tokens"] <= CAP
 
 
-def test_missing_usage_under_a_token_cap_ends_the_run() -> None:
+def test_missing_usage_under_a_token_cap_is_charged_at_its_bound_and_the_run_goes_on() -> None:
+    # Some local servers send no `usage` at all: the request is charged what was reserved
+    # for it (its UTF-8 bound and the max_tokens it carried), so the cap still holds.
     body = json.dumps({"choices": [{"message": {"content": "FINAL(42)"}}]})
+    with HostileServer([raw(body.encode())]) as server:
+        run, data = _run(server.url, "--max-tokens", str(CAP))
+
+    assert run.rc == 0, run.err
+    assert data["status"] == "ok"
+    charged = data["usage"]["input_tokens"] + data["usage"]["output_tokens"]
+    assert 0 < charged <= CAP  # never free, never past the cap
+    assert data["usage"]["output_tokens"] > 0  # the max_tokens the request carried
+
+
+def test_a_usage_that_is_not_an_object_under_a_token_cap_ends_the_run() -> None:
+    body = json.dumps({"choices": [{"message": {"content": "FINAL(42)"}}], "usage": "lots"})
     with HostileServer([raw(body.encode())]) as server:
         run, data = _run(server.url, "--max-tokens", str(CAP))
 
     assert run.rc == 3, run.err
     assert data["status"] == "budget_exhausted"
-    assert "no usage was reported" in run.err
+    assert "usage is 'lots'" in run.err
 
 
 def test_absurd_usage_without_a_cap_still_completes() -> None:

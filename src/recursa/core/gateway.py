@@ -252,6 +252,7 @@ class Gateway:
                 completion.output_tokens,
                 completion.cost_usd,
                 completion.usage_problem,
+                usage_missing=completion.usage_missing,
             )
             self._notify()
             self._ended(

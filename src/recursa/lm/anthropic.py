@@ -156,4 +156,5 @@ def parse_anthropic_message(data: Any, model: str) -> Completion:
         model=served if isinstance(served, str) and served else model,
         finish_reason=stop if isinstance(stop, str) else None,
         usage_problem=usage.problem,
+        usage_missing=usage.missing,
     )

@@ -22,6 +22,9 @@ class Completion:
     finish_reason: str | None = None
     usage_problem: str | None = None
     """Why the reported usage cannot be trusted (a field missing, negative, NaN...), if so."""
+    usage_missing: bool = False
+    """The reply carried no usage at all (some local servers send none): under a token or
+    cost limit the ledger charges the request's reserved bound, which it cannot exceed."""
 
 
 @runtime_checkable

@@ -168,7 +168,11 @@ class UsageReader:
 
     def __init__(self, usage: Any) -> None:
         self.usage: dict[str, Any] = usage if isinstance(usage, dict) else {}
-        self.problem: str | None = None if isinstance(usage, dict) else "no usage was reported"
+        self.missing = usage is None
+        """No `usage` at all: not an odd report, an absent one (charged at its bound)."""
+        self.problem: str | None = None
+        if not self.missing and not isinstance(usage, dict):
+            self.problem = f"usage is {one_line(repr(usage), 40)}"
 
     def _odd(self, text: str) -> None:
         if self.problem is None:
@@ -177,7 +181,7 @@ class UsageReader:
     def tokens(self, key: str, *, required: bool = True) -> int:
         """A token count; a missing optional field is 0 without complaint."""
         if key not in self.usage:
-            if required:
+            if required and not self.missing:
                 self._odd(f"usage.{key} is missing")
             return 0
         value = self.usage[key]
@@ -606,4 +610,5 @@ def parse_openai_completion(data: Any, model: str) -> Completion:
         model=served if isinstance(served, str) and served else model,
         finish_reason=finish if isinstance(finish, str) else None,
         usage_problem=usage.problem,
+        usage_missing=usage.missing,
     )
