@@ -437,3 +437,23 @@ def test_a_stored_run_with_a_hostile_event_row_ends_in_one_line(
     line = _one_error_line(_cli([command, run_id, *extra]))
 
     assert line.startswith(f"recursa: error: run {run_id} line 1: {why}"), line
+
+
+# ---- the terminal ------------------------------------------------------------------------
+
+
+def test_stored_text_reaches_the_terminal_without_its_escape_sequences(serve) -> None:
+    title = "\x1b]0;pwned\x07"  # sets a terminal's title: stored text must not reach it raw
+    server = serve(ScriptedLM(root=[repl(f"FINAL({title!r})")]))
+
+    run = run_cli(["run", f"what {title}?", "--model", "openai/x", "--base-url", server.url])
+    listed = run_cli(["runs", "list"])
+    run_id = listed.out.splitlines()[1].split()[0]
+    shown = run_cli(["runs", "show", run_id])
+
+    assert run.rc == 0, run.err
+    assert run.out == title + "\n"  # piped, the answer is the answer, byte for byte
+    for done in (listed, shown):
+        assert done.rc == 0, done.err
+        assert "\x1b" not in done.out and "\x07" not in done.out
+        assert "what \\x1b]0;pwned\\x07?" in done.out

@@ -27,9 +27,11 @@ from .output import (
     EXIT_ERROR,
     EXIT_OK,
     EXIT_USAGE,
+    answer_text,
     fail,
     note_stdin,
     one_line,
+    printable,
     report,
 )
 from .serve import mcp, serve
@@ -280,8 +282,7 @@ def replay(
     if as_json:
         click.echo(json.dumps(outcome.to_dict(), ensure_ascii=False))
     elif result.answer is not None:
-        answer = result.answer
-        click.echo(answer if isinstance(answer, str) else json.dumps(answer, ensure_ascii=False))
+        click.echo(answer_text(result.answer))
     if outcome.diverged:
         first = outcome.divergences[0]
         where = f"turn {first.turn} of RLM {first.rlm}" if first.turn else f"RLM {first.rlm}"
@@ -326,9 +327,11 @@ def runs_list(limit: int, as_json: bool) -> int:
         calls = run_.usage.get("llm_calls", 0)
         question = " ".join(run_.question.split())
         click.echo(
-            row.format(
-                run_.id, _when(run_.started_at), run_.kind, run_.status or "?", calls,
-                run_.model, question[:60],
+            printable(
+                row.format(
+                    run_.id, _when(run_.started_at), run_.kind, run_.status or "?", calls,
+                    run_.model, question[:60],
+                )
             )
         )  # fmt: skip
     if not stored and not as_json:
@@ -356,7 +359,7 @@ def runs_show(run_id: str, as_json: bool, as_trace: bool) -> int:
             if key == "started_at":
                 value = _when(value)
             shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-            click.echo(f"{key}: {shown}")
+            click.echo(printable(f"{key}: {shown}"))
     return EXIT_OK
 
 

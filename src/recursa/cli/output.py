@@ -5,6 +5,7 @@ exit codes and the one-line report of a run, shared by `run`, `demo`, `batch` an
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import TYPE_CHECKING
 
@@ -18,9 +19,26 @@ from ..core.status import LIMIT_STATUSES
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LIMIT, EXIT_DIVERGED = 0, 1, 2, 3, 4
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Text from a model, a trace or the run store, safe to show on a terminal: control
+    characters (an escape sequence could rewrite the screen, the title or the clipboard)
+    are shown as `\\xNN`; newlines and tabs stay."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def answer_text(answer: object) -> str:
+    """An answer as printed without --json: as it is when piped, made printable on a
+    terminal (the bytes a script reads are the answer itself)."""
+    text = answer if isinstance(answer, str) else json.dumps(answer, ensure_ascii=False)
+    return printable(text) if sys.stdout.isatty() else text
+
+
 def fail(message: str, code: int) -> int:
     """Print `recursa: error: MESSAGE` on standard error; returns `code`."""
-    click.echo(f"recursa: error: {message}", err=True)
+    click.echo(f"recursa: error: {printable(message)}", err=True)
     return code
 
 
@@ -45,7 +63,7 @@ def report(result: RunResult, as_json: bool) -> int:
         click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
     elif result.answer is not None:
         answer = result.answer
-        click.echo(answer if isinstance(answer, str) else json.dumps(answer, ensure_ascii=False))
+        click.echo(answer_text(answer))
     if code == EXIT_ERROR:
         click.echo(f"recursa: error: {result.error or 'the run failed'}", err=True)
     elif code == EXIT_LIMIT:
