@@ -27,7 +27,7 @@ from ..events import (
 from ..lm.base import Message
 from ..sandbox import make_sandbox
 from ..sandbox.base import BlockResult, ContextPayload, Sandbox, StreamedTexts
-from . import prompts
+from . import dialect, prompts
 from .guards import printed_contexts
 from .protocol import ParsedTurn, parse_turn
 from .render import json_object, short
@@ -68,6 +68,8 @@ class Loop(TurnLoop):
         self.sandbox: Sandbox | None = None
         self._starting: asyncio.Task[None] | None = None
         self._turn: list[tuple[str, str, str | None, int]] = []
+        self.official = run.cfg.dialect == "official"
+        """The official dialect: its `answer` dict and its observation layout."""
         """This turn's blocks so far: (code, output, error, new variables)."""
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -111,6 +113,8 @@ class Loop(TurnLoop):
         """Every context so far, and the host-set variables: built again on each restart."""
         payload = build_payload(self.contexts)
         variables = {**self.inputs, "history": self.log}
+        if self.official:
+            variables[dialect.ANSWER_VARIABLE] = dialect.initial_answer()
         return ContextPayload(payload.specs, payload.body, variables, seed=self.run_.seed)
 
     async def close(self) -> None:
@@ -238,15 +242,18 @@ class Loop(TurnLoop):
         errored = False
         for index, code in enumerate(parsed.blocks, start=1):
             result = await self._execute(code, iteration, index)
-            parts.append(self._render(index, result))
+            parts.append(self._render(index, result, code))
             errored = errored or result.error is not None
             output = _join_output(result)
             self._turn.append((code, output, result.error, len(result.new_vars)))
             if (warning := self._hygiene(output, iteration, index)) is not None:
                 parts.append(warning)
-            if result.final is not None:
-                source = "submit" if result.final.get("kind") == "submit" else "code"
-                accepted = self._accept(_final_value(result.final), source)
+            final = result.final
+            if final is None and self.official:
+                final = await self._answer_ready()
+            if final is not None:
+                source = "submit" if final.get("kind") == "submit" else "code"
+                accepted = self._accept(_final_value(final), source)
                 if isinstance(accepted, str):
                     parts.append(accepted)
                     return "\n\n".join(parts), None
@@ -326,7 +333,12 @@ class Loop(TurnLoop):
         )
         return result
 
-    def _render(self, index: int, result: BlockResult) -> str:
+    async def _answer_ready(self) -> dict[str, Any] | None:
+        """The official dialect's end: the block left `answer["ready"]` True."""
+        ready, content = dialect.ready_answer(await self._value_of(dialect.ANSWER_VARIABLE))
+        return {"kind": "answer", "json": content} if ready else None
+
+    def _render(self, index: int, result: BlockResult, code: str) -> str:
         body = _join_output(result)
         limit = self.cfg.max_output_chars
         if len(body) > limit:
@@ -339,6 +351,10 @@ class Loop(TurnLoop):
             )
         if result.restarted:
             body += "\n" + prompts.RESTARTED.format(note=result.restarted)
+        if self.official:
+            return dialect.OBSERVATION.format(
+                code=code.rstrip("\n"), output=body or dialect.NO_OUTPUT
+            )
         return prompts.OBSERVATION_BLOCK.format(index=index, body=body or prompts.NO_OUTPUT)
 
     async def _value_of(self, name: str) -> Any:

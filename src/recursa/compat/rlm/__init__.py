@@ -1,0 +1,7 @@
+"""The official RLM library's API on recursa: change `from rlm import RLM` to
+`from recursa.compat.rlm import RLM` and nothing else (docs/MIGRATING.md)."""
+
+from .core import RLM
+from .types import ModelUsageSummary, RLMChatCompletion, UsageSummary
+
+__all__ = ["RLM", "ModelUsageSummary", "RLMChatCompletion", "UsageSummary"]
