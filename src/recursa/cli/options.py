@@ -309,6 +309,13 @@ run_options = stack(
     option("prices_file"),
     click.option("--trace", "trace_path", metavar="FILE", help="Write events as JSON lines."),
     click.option(
+        "--trace-format",
+        type=click.Choice(["recursa", "official"]),
+        default="recursa",
+        show_default=True,
+        help="official: the --trace file in the official RLM library's log format.",
+    ),
+    click.option(
         "--trace-context",
         is_flag=True,
         help="Store the contexts' text and full sub-query prompts in the trace.",

@@ -18,6 +18,7 @@ from ...core.session import Session
 from ...errors import ConfigError
 from ...events import Listener
 from .backends import Endpoints, sandbox_of
+from .logger import RLMLogger
 from .types import RLMChatCompletion, UsageSummary
 
 DEFAULT_QUESTION = "Answer the query or complete the task that `context` holds."
@@ -42,7 +43,7 @@ class RLM:
         custom_system_prompt: str | None = None,
         other_backends: list[str] | None = None,
         other_backend_kwargs: list[Mapping[str, Any]] | None = None,
-        logger: Any = None,
+        logger: RLMLogger | None = None,
         verbose: bool = False,
         persistent: bool = False,
         custom_tools: Mapping[str, Any] | None = None,
@@ -56,8 +57,9 @@ class RLM:
         dialect: str = "official",
         env: Mapping[str, str] | None = None,
     ) -> None:
-        if logger is not None:
-            raise ConfigError("logger= is not supported yet: use recursa's --trace files")
+        if logger is not None and not isinstance(logger, RLMLogger):
+            raise ConfigError("logger must be a recursa.compat.rlm.RLMLogger")
+        self.logger: RLMLogger | None = logger
         if custom_sub_tools:
             raise ConfigError(
                 "custom_sub_tools: recursa gives tools to the root RLM only (its children "
@@ -115,12 +117,17 @@ class RLM:
         question the root model sees beside it."""
         question = root_prompt or DEFAULT_QUESTION
         started = time.perf_counter()
-        if self.persistent:
-            if self._session is None:
-                self._session = self.program.session()
-            result = self._session.ask(question, prompt)
-        else:
-            result = self.program.run(question, prompt, inputs=self.variables)
+        log = self.logger.open() if self.logger is not None else None
+        try:
+            if self.persistent:
+                if self._session is None:
+                    self._session = self.program.session()
+                result = self._session.ask(question, prompt, on_event=log)
+            else:
+                result = self.program.run(question, prompt, inputs=self.variables, on_event=log)
+        finally:
+            if log is not None:
+                log.close()
         return self._completion(prompt, result, time.perf_counter() - started)
 
     def _completion(self, prompt: Any, result: RunResult, elapsed: float) -> RLMChatCompletion:
