@@ -132,9 +132,27 @@ def test_limits_are_hard_and_reported_as_the_error(serve) -> None:
         ({"environment": "modal"}, "not available in recursa"),
         ({"backend_kwargs": {}}, "model_name"),
         ({"custom_sub_tools": {"f": print}}, "root RLM only"),
+        ({"persistent": True, "custom_tools": {"rate": 2}}, "only functions"),
+        ({"other_backends": ["openai", "openai"]}, "one sub-model"),
     ],
 )
 def test_what_recursa_cannot_map_is_one_clear_error(kwargs: dict, message: str) -> None:
     settings = {"backend_kwargs": {"model_name": "m", "base_url": "http://127.0.0.1:9/v1"}}
     with pytest.raises(ConfigError, match=message):
         RLM(**{**settings, **kwargs})
+
+
+def test_a_persistent_rlm_keeps_its_repl_and_starts_each_answer_afresh(serve) -> None:
+    server = serve(
+        ScriptedLM(
+            root=[
+                repl("seen = context\nanswer['content'] = 'noted'\nanswer['ready'] = True"),
+                repl("print(answer['ready'])"),  # a new question: the answer is not ready
+                repl("answer['content'] = seen + '+' + context_1\nanswer['ready'] = True"),
+            ]
+        )
+    )
+    with RLM(backend_kwargs={"model_name": "m", "base_url": server.url}, persistent=True) as rlm:
+        assert rlm.completion("first").response == "noted"
+        assert rlm.completion("second").response == "first+second"
+    assert "REPL output:\nFalse" in root_requests(server)[-1].last_user

@@ -112,10 +112,16 @@ class Loop(TurnLoop):
     def _payload(self) -> ContextPayload:
         """Every context so far, and the host-set variables: built again on each restart."""
         payload = build_payload(self.contexts)
-        variables = {**self.inputs, "history": self.log}
+        variables = {**self.inputs, **self._question_vars()}
+        return ContextPayload(payload.specs, payload.body, variables, seed=self.run_.seed)
+
+    def _question_vars(self) -> dict[str, Any]:
+        """The host-set variables each question starts with: `history`, and in the official
+        dialect an `answer` not yet ready."""
+        variables: dict[str, Any] = {"history": self.log}
         if self.official:
             variables[dialect.ANSWER_VARIABLE] = dialect.initial_answer()
-        return ContextPayload(payload.specs, payload.body, variables, seed=self.run_.seed)
+        return variables
 
     async def close(self) -> None:
         if self._starting is not None:
@@ -154,7 +160,7 @@ class Loop(TurnLoop):
                 sandbox = await self._ready()
                 start = len(self.contexts)
                 self.contexts.extend(new_contexts)
-                lost = await sandbox.add(build_payload(new_contexts), {"history": self.log})
+                lost = await sandbox.add(build_payload(new_contexts), self._question_vars())
                 for i, ctx in enumerate(new_contexts, start=start):
                     # Named as the worker names it: alone it is `context`; with others,
                     # `context` becomes the list of all of them and each is `context_i`.
@@ -165,7 +171,7 @@ class Loop(TurnLoop):
                 if len(self.contexts) > 1:
                     added += prompts.CONTEXT_NOW_LIST.format(n=len(self.contexts))
             else:
-                lost = await (await self._ready()).add(ContextPayload(), {"history": self.log})
+                lost = await (await self._ready()).add(ContextPayload(), self._question_vars())
             repl = prompts.REPL_RESTARTED.format(why=lost) if lost else prompts.REPL_KEPT
             self.first = prompts.NEW_QUESTION.format(question=question, contexts=added, repl=repl)
             self.append({"role": "user", "content": self.first})

@@ -79,6 +79,11 @@ class RLM:
         tools = {k: v for k, v in dict(custom_tools or {}).items() if callable(v)}
         self.variables = {k: v for k, v in dict(custom_tools or {}).items() if not callable(v)}
         """custom_tools that are values, not functions: REPL variables of those names."""
+        if persistent and self.variables:
+            raise ConfigError(
+                "persistent=True takes only functions in custom_tools (a session sets no "
+                f"other variables): {', '.join(sorted(self.variables))}"
+            )
         listeners: list[Listener] = []
         if on_subcall_start is not None or on_subcall_complete is not None:
             from .subcalls import Subcalls
