@@ -3,6 +3,8 @@ the command line, with the user's own prompt text, through a real server and san
 
 from __future__ import annotations
 
+import json
+
 from e2e_helpers import one_json_object, repl, root_requests, run_cli
 from recursa.testing import ScriptedLM
 
@@ -60,3 +62,18 @@ def test_an_unreadable_system_prompt_is_a_usage_error(serve, tmp_path) -> None:
     run = _run(server, tmp_path, "--system-prompt", str(tmp_path / "missing.txt"))
     assert run.rc == 2
     assert "Traceback" not in run.err
+
+
+def test_trace_format_official_writes_a_log_that_view_opens(serve, tmp_path) -> None:
+    server = serve(ScriptedLM(root=[ANSWER]))
+    log = tmp_path / "run.jsonl"
+    run = _run(
+        server, tmp_path, "--dialect", "official", "--trace", str(log), "--trace-format", "official"
+    )
+    assert run.rc == 0, run.err
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [line["type"] for line in lines] == ["metadata", "iteration"]
+    assert lines[1]["final_answer"] == "OKAPI"
+    view = run_cli(["view", str(log), "--out", str(tmp_path / "page.html")])
+    assert view.rc == 0, view.err
+    assert "OKAPI" in (tmp_path / "page.html").read_text()
