@@ -183,3 +183,31 @@ def test_replaying_an_official_log_without_its_context_asks_for_it(tmp_path) -> 
     replay = run_cli(["replay", str(log), "--json"])
     assert replay.rc == 2
     assert re.search(r"--context", replay.err) and "Traceback" not in replay.err
+
+
+def test_a_malformed_official_log_is_one_clear_line_never_a_traceback(tmp_path) -> None:
+    odd = tmp_path / "odd.jsonl"
+    odd.write_text(
+        json.dumps({"type": "metadata", "root_model": 5, "max_depth": "deep"})
+        + "\n"
+        + json.dumps(
+            {
+                "type": "iteration",
+                "prompt": 5,
+                "response": None,
+                "code_blocks": [
+                    1,
+                    {"code": 2, "result": {"rlm_calls": [1, {"prompt": 3}], "execution_time": "x"}},
+                ],
+                "final_answer": {"odd": True},
+            }
+        )
+        + "\n"
+    )
+    view = run_cli(["view", str(odd), "--out", str(tmp_path / "odd.html")])
+    assert view.rc == 0, view.err  # wrong-typed fields are left out, the rest is drawn
+    forged = tmp_path / "forged.jsonl"
+    forged.write_text(json.dumps({"type": "metadata", "recursa_events": [1]}) + "\n")
+    bad = run_cli(["view", str(forged), "--out", str(tmp_path / "forged.html")])
+    assert bad.rc == 2
+    assert "not an event object" in bad.err and "Traceback" not in bad.err
