@@ -52,6 +52,8 @@ SETTINGS = (
     "max_output_chars",
     "sandbox",
     "memory_limit",
+    "dialect",
+    "system_prompt",
 )
 """The options passed to the program as they are; one left out keeps the program's default."""
 

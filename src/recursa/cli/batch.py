@@ -15,7 +15,7 @@ from .options import option, program_for, renamed, run_options
 from .output import EXIT_ERROR, EXIT_LIMIT, EXIT_OK, LIMIT_STATUSES
 
 _NOT_FOR_BATCH = frozenset(
-    {"concurrency", "trace_path", "trace_context", "otel", "no_store", "as_json"}
+    {"concurrency", "trace_path", "trace_format", "trace_context", "otel", "no_store", "as_json"}
 )
 """Run options that mean something else in a batch, or nothing: the batch's --jobs
 counts questions, and its own --lm-concurrency is the per-run one without the old

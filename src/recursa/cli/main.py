@@ -141,7 +141,10 @@ def _execute(rlm: RLM, question: str, contexts: list[Context], opts: dict[str, A
                 click.echo(f"recursa: warning: {warning}", err=True)
     trace = None
     if opts.get("trace_path"):
-        trace = JsonlTrace(opts["trace_path"], contexts if opts.get("trace_context") else None)
+        writer = JsonlTrace
+        if opts.get("trace_format") == "official":
+            from ..trace.official import OfficialTrace as writer  # type: ignore[assignment]
+        trace = writer(opts["trace_path"], contexts if opts.get("trace_context") else None)
         listeners.append(trace)
     if opts.get("otel"):
         from ..trace import otel

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -280,6 +281,21 @@ run_options = stack(
     ),
     option("mode"),
     click.option(
+        "--dialect",
+        type=click.Choice(["recursa", "official"]),
+        default="recursa",
+        show_default=True,
+        help="official: the REPL conventions of the paper's library (answer dict, its "
+        "observation layout), for models trained on its trajectories.",
+    ),
+    click.option(
+        "--system-prompt",
+        "system_prompt_file",
+        type=click.Path(exists=True, dir_okay=False),
+        metavar="FILE",
+        help="Use FILE's text as the system prompt (e.g. another library's prompt).",
+    ),
+    click.option(
         "--signature",
         metavar="SPEC",
         help="Typed outputs, e.g. 'question, context -> answer: int, evidence: list[str]'.",
@@ -292,6 +308,13 @@ run_options = stack(
     option("price_args"),
     option("prices_file"),
     click.option("--trace", "trace_path", metavar="FILE", help="Write events as JSON lines."),
+    click.option(
+        "--trace-format",
+        type=click.Choice(["recursa", "official"]),
+        default="recursa",
+        show_default=True,
+        help="official: the --trace file in the official RLM library's log format.",
+    ),
     click.option(
         "--trace-context",
         is_flag=True,
@@ -330,4 +353,10 @@ def program_for(opts: dict[str, Any], env: dict[str, str] | None = None) -> RLM:
         raise click.UsageError(
             "--mode has no effect with --strategy direct (no REPL runs): leave one out"
         )
+    path = opts.get("system_prompt_file")
+    if path:
+        try:
+            opts = {**opts, "system_prompt": Path(path).read_text(encoding="utf-8")}
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--system-prompt {path}: cannot read it ({exc})") from None
     return make_program(opts, env)

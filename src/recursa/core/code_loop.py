@@ -28,7 +28,7 @@ from ..events import (
 from ..lm.base import Message
 from ..sandbox import make_sandbox
 from ..sandbox.base import BlockResult, ContextPayload, Sandbox, StreamedTexts
-from . import prompts
+from . import dialect, prompts
 from .guards import printed_contexts
 from .protocol import ParsedTurn, parse_turn
 from .render import json_object, short
@@ -69,6 +69,8 @@ class Loop(TurnLoop):
         self.sandbox: Sandbox | None = None
         self._starting: asyncio.Task[None] | None = None
         self._turn: list[tuple[str, str, str | None, int]] = []
+        self.official = run.cfg.dialect == "official"
+        """The official dialect: its `answer` dict and its observation layout."""
         """This turn's blocks so far: (code, output, error, new variables)."""
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -111,8 +113,16 @@ class Loop(TurnLoop):
     def _payload(self) -> ContextPayload:
         """Every context so far, and the host-set variables: built again on each restart."""
         payload = build_payload(self.contexts)
-        variables = {**self.inputs, "history": self.log}
+        variables = {**self.inputs, **self._question_vars()}
         return ContextPayload(payload.specs, payload.body, variables, seed=self.run_.seed)
+
+    def _question_vars(self) -> dict[str, Any]:
+        """The host-set variables each question starts with: `history`, and in the official
+        dialect an `answer` not yet ready."""
+        variables: dict[str, Any] = {"history": self.log}
+        if self.official:
+            variables[dialect.ANSWER_VARIABLE] = dialect.initial_answer()
+        return variables
 
     async def close(self) -> None:
         if self._starting is not None:
@@ -151,7 +161,7 @@ class Loop(TurnLoop):
                 sandbox = await self._ready()
                 start = len(self.contexts)
                 self.contexts.extend(new_contexts)
-                lost = await sandbox.add(build_payload(new_contexts), {"history": self.log})
+                lost = await sandbox.add(build_payload(new_contexts), self._question_vars())
                 for i, ctx in enumerate(new_contexts, start=start):
                     # Named as the worker names it: alone it is `context`; with others,
                     # `context` becomes the list of all of them and each is `context_i`.
@@ -162,7 +172,7 @@ class Loop(TurnLoop):
                 if len(self.contexts) > 1:
                     added += prompts.CONTEXT_NOW_LIST.format(n=len(self.contexts))
             else:
-                lost = await (await self._ready()).add(ContextPayload(), {"history": self.log})
+                lost = await (await self._ready()).add(ContextPayload(), self._question_vars())
             repl = prompts.REPL_RESTARTED.format(why=lost) if lost else prompts.REPL_KEPT
             self.first = prompts.NEW_QUESTION.format(question=question, contexts=added, repl=repl)
             self.append({"role": "user", "content": self.first})
@@ -239,15 +249,18 @@ class Loop(TurnLoop):
         errored = False
         for index, code in enumerate(parsed.blocks, start=1):
             result = await self._execute(code, iteration, index)
-            parts.append(self._render(index, result))
+            parts.append(self._render(index, result, code))
             errored = errored or result.error is not None
             output = _join_output(result)
             self._turn.append((code, output, result.error, len(result.new_vars)))
             if (warning := self._hygiene(output, iteration, index)) is not None:
                 parts.append(warning)
-            if result.final is not None:
-                source = "submit" if result.final.get("kind") == "submit" else "code"
-                accepted = self._accept(_final_value(result.final), source)
+            final = result.final
+            if final is None and self.official:
+                final = await self._answer_ready()
+            if final is not None:
+                source = "submit" if final.get("kind") == "submit" else "code"
+                accepted = self._accept(_final_value(final), source)
                 if isinstance(accepted, str):
                     parts.append(accepted)
                     return "\n\n".join(parts), None
@@ -327,7 +340,12 @@ class Loop(TurnLoop):
         )
         return result
 
-    def _render(self, index: int, result: BlockResult) -> str:
+    async def _answer_ready(self) -> dict[str, Any] | None:
+        """The official dialect's end: the block left `answer["ready"]` True."""
+        ready, content = dialect.ready_answer(await self._value_of(dialect.ANSWER_VARIABLE))
+        return {"kind": "answer", "json": content} if ready else None
+
+    def _render(self, index: int, result: BlockResult, code: str) -> str:
         body = _join_output(result)
         limit = self.cfg.max_output_chars
         if len(body) > limit:
@@ -340,6 +358,10 @@ class Loop(TurnLoop):
             )
         if result.restarted:
             body += "\n" + prompts.RESTARTED.format(note=result.restarted)
+        if self.official:
+            return dialect.OBSERVATION.format(
+                code=code.rstrip("\n"), output=body or dialect.NO_OUTPUT
+            )
         return prompts.OBSERVATION_BLOCK.format(index=index, body=body or prompts.NO_OUTPUT)
 
     async def _value_of(self, name: str) -> Any:

@@ -33,6 +33,8 @@ from ..lm.windows import context_window
 from ..sandbox import resolve_backend
 from . import prompts
 from .code_loop import Loop
+from .dialect import DIALECTS
+from .dialect import SYSTEM as OFFICIAL_SYSTEM
 from .direct import DIRECT_OUTPUT_RESERVE, answer_directly, direct_prompt, text_chars
 from .gateway import ClientPool
 from .guards import GuardSettings
@@ -101,6 +103,7 @@ class RLM:
         system_prompt: str | None = None,
         mode: str = "code",
         seed: int | None = None,
+        dialect: str = "recursa",
     ) -> None:
         environ = os.environ if env is None else env
         model = model or environ.get("RECURSA_MODEL")
@@ -159,7 +162,12 @@ class RLM:
         if mode not in ("code", "actions"):
             raise ConfigError(f"mode must be 'code' or 'actions', not {mode!r}")
         self.mode = mode
-        self.system_prompt = system_prompt or prompts.SYSTEM
+        if dialect not in DIALECTS:
+            raise ConfigError(f"dialect must be one of {', '.join(DIALECTS)}, not {dialect!r}")
+        self.dialect = dialect
+        """The REPL conventions the root model is given (`core.dialect`)."""
+        default_prompt = OFFICIAL_SYSTEM if dialect == "official" else prompts.SYSTEM
+        self.system_prompt = system_prompt or default_prompt
         """A replacement may use the fields {context_kind}, {sub_window} and {depth_note};
         every other brace is sent as written (`prompts.fill`)."""
         if seed is not None and type(seed) is not int:
@@ -190,6 +198,7 @@ class RLM:
         return {
             "strategy": self.strategy,
             "mode": self.mode,
+            "dialect": self.dialect,
             "max_depth": self.max_depth,
             "max_iterations": self.max_iterations,
             "max_llm_calls": self.limits.max_llm_calls,

@@ -24,6 +24,8 @@ class ParsedTurn:
     final: FinalMarker | None = None
     unclosed: bool = False
     """A code fence was opened and never closed: nothing after it can be trusted to run."""
+    prose: str = ""
+    """The reply's text outside code blocks (its reasoning)."""
 
 
 def parse_turn(reply: str) -> ParsedTurn:
@@ -61,7 +63,8 @@ def parse_turn(reply: str) -> ParsedTurn:
         pos = closing.end()
         i = closing_at + 1
     prose.append(reply[pos:])
-    turn.final = find_final("".join(prose))
+    turn.prose = "".join(prose).strip()
+    turn.final = find_final(turn.prose)
     return turn
 
 

@@ -38,6 +38,7 @@ class Program(Protocol):
 
     strategy: ClassVar[str]
     mode: str
+    dialect: str
     model: str
     sub_model: str | None
     signature: Signature | None

@@ -49,9 +49,26 @@ def read_events(path: str | Path, *, tolerant: bool) -> tuple[list[dict[str, Any
         raise TraceFormatError(f"cannot read trace {name}: {exc.strerror or exc}") from None
     with fh:
         try:
-            return parse_lines(_lines(fh), name, tolerant=tolerant)
+            events, warnings = parse_lines(_lines(fh), name, tolerant=tolerant)
         except OSError as exc:
             raise TraceFormatError(f"cannot read trace {name}: {exc.strerror or exc}") from None
+    if events and events[0].get("type") == "metadata":
+        events = _from_official(events, name)
+    return events, warnings
+
+
+def _from_official(lines: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    """An official RLM library log (its first line is `metadata`) as recursa events,
+    under the same cap on their number."""
+    from .official import to_recursa  # the core's hash: loaded only for such a log
+
+    try:
+        events = to_recursa(lines, name)
+    except ValueError as exc:
+        raise TraceFormatError(str(exc)) from None
+    if len(events) > MAX_EVENTS:
+        raise TraceFormatError(f"{name}: more than {MAX_EVENTS:,} events")
+    return events
 
 
 def parse_lines(

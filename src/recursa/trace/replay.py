@@ -493,6 +493,7 @@ def _recorded_rlm(start: dict[str, Any], client: ReplayClient, backend: str) -> 
             concurrency=settings.get("concurrency", 16),
             max_output_chars=settings.get("max_output_chars", 20_000),
             mode=settings.get("mode", "code"),
+            dialect=settings.get("dialect", "recursa"),
             seed=settings.get("seed"),  # the REPL's `random` draws what it drew then
             sandbox=backend,
             prices=prices,
