@@ -300,12 +300,12 @@ class _Foreign:
     def _iteration(self, number: int, line: dict[str, Any], model: str) -> Any:
         self.emit("turn_start", iteration=number)
         self._call(model, "root", None, _text(line.get("response")))
-        blocks = line.get("code_blocks") if isinstance(line.get("code_blocks"), list) else []
+        blocks = found if isinstance(found := line.get("code_blocks"), list) else []
         final = line.get("final_answer")
         for index, block in enumerate(blocks, start=1):
             block = block if isinstance(block, dict) else {}
-            result = block.get("result") if isinstance(block.get("result"), dict) else {}
-            calls = result.get("rlm_calls") if isinstance(result.get("rlm_calls"), list) else []
+            result = got if isinstance(got := block.get("result"), dict) else {}
+            calls = made if isinstance(made := result.get("rlm_calls"), list) else []
             for call in calls:
                 if isinstance(call, dict) and isinstance(call.get("prompt"), str):
                     self._call(

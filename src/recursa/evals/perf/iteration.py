@@ -112,7 +112,7 @@ def turn_handling(text: str, n: int) -> tuple[float, float]:
 
     def pure() -> str:
         parsed = parse_turn(REPLY)
-        return "\n\n".join(loop._render(i, result) for i, _ in enumerate(parsed.blocks, 1))
+        return "\n\n".join(loop._render(i, result, code) for i, code in enumerate(parsed.blocks, 1))
 
     for _ in range(200):
         pure()
