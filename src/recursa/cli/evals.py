@@ -90,7 +90,12 @@ _HELP = {
     show_default=True,
     help=_HELP["jobs"],
 )
-@option("max_iterations", help="Root turns per task before it stops with its best answer.")
+@option("profile", help="The controller profile every task runs with (JSON or TOML).")
+@option(
+    "max_iterations",
+    help="Root turns per task before it stops with its best answer "
+    "[default: 30, or the profile's].",
+)
 @option("max_llm_calls", help="Model calls per task.")
 @option("max_cost", help="USD per task.")
 @option("timeout", help="Seconds per task.")
@@ -129,6 +134,7 @@ _HELP = {
 @click.option("--quiet", is_flag=True, help="No progress on standard error.")
 def eval_command(**opts: Any) -> int:
     """Score strategies across task families and context lengths, with a report and plots."""
+    from ..core.profile import Profile
     from ..evals.harness import EvalConfig, load_results, run_eval
     from ..evals.oracle import ORACLE_LABEL
     from ..evals.report import accuracy_table, write_report
@@ -182,6 +188,7 @@ def eval_command(**opts: Any) -> int:
         cache=not opts["no_cache"],
         cache_path=Path(opts["cache_path"]) if opts["cache_path"] else None,
         max_iterations=opts["max_iterations"],
+        profile=Profile.load(opts["profile"]) if opts["profile"] else None,
         max_llm_calls=opts["max_llm_calls"],
         max_cost=opts["max_cost"],
         timeout=opts["timeout"],

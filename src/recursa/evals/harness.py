@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.gateway import ClientPool
+from ..core.profile import BUILTIN, Profile
 from ..core.programs import RLM
 from ..errors import ConfigError
 from ..executors import EXECUTORS
@@ -92,7 +93,10 @@ class EvalConfig:
     """Jobs at once (each RLM also runs its own sub-queries concurrently)."""
     cache: bool = True
     cache_path: Path | None = None
-    max_iterations: int = 30
+    max_iterations: int | None = None
+    """None: the profile's (30 in the built-in one)."""
+    profile: Profile | None = None
+    """The controller profile every job runs with (None: the built-in one)."""
     max_llm_calls: int | None = None
     max_cost: float | None = None
     timeout: float | None = None
@@ -354,13 +358,15 @@ def _program(config: EvalConfig, models: _Models, strategy: str, client: LMClien
         "strategy": "direct" if strategy == "direct" else "rlm",
         "sub_model": models.sub_model,
         "max_depth": 2 if strategy == "rlm-d2" else 1,
-        "max_iterations": config.max_iterations,
+        "profile": config.profile,
         "max_llm_calls": config.max_llm_calls,
         "max_cost": config.max_cost,
         "timeout": config.timeout,
         "sandbox": config.sandbox,
         "context_window": window,
     }
+    if config.max_iterations is not None:
+        opts["max_iterations"] = config.max_iterations
     return make_program(opts, env={}, client=client)
 
 
@@ -377,8 +383,10 @@ async def _run_job(
     started = time.perf_counter()
     answer: Any = None
     status, error, iterations, usage, run_id = "error", None, 0, {}, ""
+    profile = (config.profile or BUILTIN).id
     try:
         program = _program(config, models, job.strategy, guard or client)
+        profile = program.profile.id
         result = await program.arun(question, context)
         answer, status, error = result.answer, result.status, result.error
         iterations, usage, run_id = result.iterations, result.usage, result.run_id
@@ -419,6 +427,7 @@ async def _run_job(
         "context_chars": task.context_chars,
         "wall_s": round(wall, 3),
         "run_id": run_id,
+        "profile": profile,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 

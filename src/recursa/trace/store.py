@@ -54,6 +54,10 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE runs ADD COLUMN cwd TEXT;
     """,
+    # 4: the id of the controller profile the run used (core.profile; none before it)
+    """
+    ALTER TABLE runs ADD COLUMN profile TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -81,6 +85,8 @@ class StoredRun:
     trace_path: str | None
     cwd: str | None = None
     """The folder the run was started in (None for runs stored before schema 3)."""
+    profile: str | None = None
+    """The controller profile's id (None for runs stored before schema 4)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -96,6 +102,7 @@ class StoredRun:
             "error": self.error,
             "trace": self.trace_path,
             "cwd": self.cwd,
+            "profile": self.profile,
         }
 
 
@@ -142,8 +149,8 @@ class RunStore:
         with self.connect() as db:
             db.execute(
                 "INSERT OR REPLACE INTO runs (id, started_at, ended_at, question, model, status,"
-                " answer, iterations, usage, error, kind, trace_path, cwd)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " answer, iterations, usage, error, kind, trace_path, cwd, profile)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     start.run_id,
                     now - (end.t if end else 0.0),
@@ -158,6 +165,7 @@ class RunStore:
                     kind,
                     os.path.abspath(trace_path) if trace_path else None,
                     os.getcwd(),
+                    start.profile,
                 ),
             )
             db.execute("DELETE FROM events WHERE run_id = ?", (start.run_id,))
@@ -201,7 +209,7 @@ class RunStore:
 
 _COLUMNS = (
     "id, started_at, question, model, status, answer, iterations, usage, error, kind,"
-    " trace_path, cwd"
+    " trace_path, cwd, profile"
 )
 
 
@@ -219,4 +227,5 @@ def _run(row: tuple[Any, ...]) -> StoredRun:
         kind=row[9],
         trace_path=row[10],
         cwd=row[11],
+        profile=row[12],
     )
