@@ -71,7 +71,7 @@ def test_a_visible_option_name_means_one_thing_and_has_one_default() -> None:
         if o.opts[0] == "--max-iterations"
     )
     assert {"run", "batch", "eval", "serve"} <= set(seen["--max-iterations"])
-    assert seen["--jobs"] == {"batch": 4, "eval": 2}
+    assert seen["--jobs"] == {"batch": 4, "eval": 2, "tune": 2}
     assert "batch's 4" in next(o.help for o in listed_options(cli.commands["eval"])
                                if o.opts[0] == "--jobs")  # fmt: skip
     for name in ("--max-depth", "--cell-timeout", "--max-output-chars", "--sandbox"):

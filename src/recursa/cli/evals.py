@@ -105,6 +105,12 @@ _HELP = {
 @click.option("--no-cache", is_flag=True, help="Send every request, cache nothing.")
 @click.option("--no-plots", is_flag=True, help="Write the markdown report only.")
 @click.option("--report-only", is_flag=True, help=_HELP["report_only"])
+@click.option(
+    "--tasks",
+    "tasks_path",
+    metavar="FILE",
+    help="Your own tasks, JSON lines: question, context, expected[, scorer] (docs/TUNING.md).",
+)
 @click.option("--oolong", "oolong_path", metavar="PATH", help=_HELP["oolong"])
 @click.option(
     "--oolong-subset", default="trec_coarse", show_default=True, help=_HELP["oolong_subset"]
@@ -246,6 +252,10 @@ def _dataset_tasks(opts: dict[str, Any], lengths: list[int]) -> list[Any]:
         return () if text.strip().lower() == "all" else tuple(s.strip() for s in text.split(","))
 
     tasks: list[Any] = []
+    if opts["tasks_path"]:
+        from ..evals.tasks import load_task_file
+
+        tasks += load_task_file(opts["tasks_path"])
     if opts["oolong_path"]:
         tasks += datasets.load_oolong(
             opts["oolong_path"],

@@ -33,6 +33,7 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,7 @@ from ..lm.base import LMClient
 from ..lm.models import parse_model
 from ..options import make_program
 from ..sandbox.process import kill_all_live
+from ..trace.jsonl import JsonlTrace
 from .cache import CachedClient, NoSubQueries, ResponseCache, RoutingClient
 from .generators import FAMILIES, generate
 from .names import STRATEGIES
@@ -97,6 +99,8 @@ class EvalConfig:
     """None: the profile's (30 in the built-in one)."""
     profile: Profile | None = None
     """The controller profile every job runs with (None: the built-in one)."""
+    trace_dir: Path | None = None
+    """Where each job writes its trace (`<run_id>.jsonl`): `recursa tune` reflects on them."""
     max_llm_calls: int | None = None
     max_cost: float | None = None
     timeout: float | None = None
@@ -387,7 +391,7 @@ async def _run_job(
     try:
         program = _program(config, models, job.strategy, guard or client)
         profile = program.profile.id
-        result = await program.arun(question, context)
+        result = await _traced(config, program, question, context)
         answer, status, error = result.answer, result.status, result.error
         iterations, usage, run_id = result.iterations, result.usage, result.run_id
     except ConfigError as exc:
@@ -430,6 +434,19 @@ async def _run_job(
         "profile": profile,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+
+
+async def _traced(config: EvalConfig, program: RLM, question: str, context: Any) -> Any:
+    """Run `program`, writing its trace under `config.trace_dir` when one is set."""
+    if config.trace_dir is None:
+        return await program.arun(question, context)
+    run_id = uuid.uuid4().hex[:12]
+    config.trace_dir.mkdir(parents=True, exist_ok=True)
+    trace = JsonlTrace(config.trace_dir / f"{run_id}.jsonl")
+    try:
+        return await program.arun(question, context, on_event=trace, run_id=run_id)
+    finally:
+        trace.close()
 
 
 class _Stop(Exception):
