@@ -138,7 +138,7 @@ def test_the_tuning_budget_holds_over_every_call(serve, tmp_path) -> None:
 
     assert len(server.requests) <= 20  # what reached the model, reflection included
     assert run.rc == 0, run.err
-    assert "stopped early: --max-llm-calls 20 is spent" in run.err
+    assert "stopped early: the tuning budget is spent (--max-llm-calls 20)" in run.err
     assert "tuned 0.667 (+0.000)" in run.out
 
 
@@ -162,3 +162,24 @@ def test_bad_tune_input_is_one_line_and_exit_2(tmp_path, args, word) -> None:
 
     assert run.rc == 2 and "Traceback" not in run.err
     assert len(run.err_lines) == 1 and word in run.err_lines[0]
+
+
+def test_a_stopped_tuning_resumes_without_redoing_its_runs_and_keeps_its_spending(
+    serve, tmp_path
+) -> None:
+    server = serve(world(BATCH))
+    train, held = tasks_files(tmp_path)
+    out = tmp_path / "tuned"
+    first = tune_cli(server, train, held, out, "--max-llm-calls", "20")
+    before = len(server.requests)
+    spent_first = json.loads((out / "spent.json").read_text())["llm_calls"]
+
+    again = tune_cli(server, train, held, out, "--max-llm-calls", "200")
+
+    assert first.rc == 0 and again.rc == 0, again.err
+    assert "tuned 1.000 (+0.333)" in again.out
+    spent = json.loads((out / "spent.json").read_text())["llm_calls"]
+    assert spent >= spent_first + len(server.requests) - before  # carried over, all counted
+    assert before > 0 and spent <= 200
+    base_held = out / "candidates" / BUILTIN.id / "held-out" / "results.jsonl"
+    assert len(base_held.read_text().splitlines()) == 3  # kept from the first run, not redone

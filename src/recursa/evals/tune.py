@@ -55,12 +55,19 @@ class Budget:
         if self.max_llm_calls is not None:
             calls = (self.max_llm_calls - self.calls) // n
             if calls < 1:
-                raise BudgetSpent(f"--max-llm-calls {self.max_llm_calls} is spent")
+                raise BudgetSpent(f"the tuning budget is spent ({self})")
         if self.max_cost is not None:
             cost = (self.max_cost - self.cost) / n
             if cost <= 0:
-                raise BudgetSpent(f"--max-cost {self.max_cost:g} is spent")
+                raise BudgetSpent(f"the tuning budget is spent ({self})")
         return calls, cost
+
+    def __str__(self) -> str:
+        limits = [
+            *([f"--max-llm-calls {self.max_llm_calls}"] if self.max_llm_calls is not None else []),
+            *([f"--max-cost {self.max_cost:g}"] if self.max_cost is not None else []),
+        ]
+        return ", ".join(limits)
 
     def spent(self) -> bool:
         """True when not even one more call fits."""
@@ -221,6 +228,11 @@ class Tuner:
                 self.budget.charge(r["llm_calls"], r["cost_usd"], self.spent_path)
             if summary.interrupted:
                 raise Interrupted(f"interrupted: results so far are kept in {cfg.out}")
+            starved = [r for r in summary.ran if r["status"] == "budget_exhausted"]
+            if starved:
+                _forget(summary.results, starved)
+                why = "a task run needed more than was left"
+                raise BudgetSpent(f"the tuning budget is spent ({self.budget}): {why}")
             for r in summary.records:
                 scored.records[f"{r['family']}/{r['length']}/{r['seed']}"] = r
         return [scored.records[_key(t)] for t in tasks]
@@ -269,6 +281,18 @@ class Tuner:
                 elif e.get("type") == "stall":
                     steps.append(f"guard: {e.get('kind')} {e.get('detail')}")
         return (head + "\n" + "\n".join(steps))[:FEEDBACK_CHARS]
+
+
+def _forget(results: Path, records: list[dict[str, Any]]) -> None:
+    """Drop runs the tuning budget cut short from a results file, so that a resumed
+    tuning with more budget runs them again instead of keeping their scores."""
+    gone = {r["run_id"] for r in records}
+    kept = [
+        line
+        for line in results.read_text(encoding="utf-8").splitlines(keepends=True)
+        if json.loads(line).get("run_id") not in gone
+    ]
+    results.write_text("".join(kept), encoding="utf-8")
 
 
 def _reflect(config: TuneConfig, tuner: Tuner) -> Any:
