@@ -152,3 +152,19 @@ def test_cli_refuses_a_missing_profile_with_exit_2_and_one_line(tmp_path: Path) 
     assert run.rc == 2
     assert "Traceback" not in run.err
     assert len(run.err_lines) == 1 and "no.json" in run.err_lines[0]
+
+
+def test_a_run_with_a_profile_replays_with_its_prompts(serve, tmp_path: Path) -> None:
+    server = serve(ScriptedLM(root=[repl("n = len(context)"), repl("FINAL(n * 2)")]))
+    trace = tmp_path / "run.jsonl"
+    args = ["run", "q", "--context", "-", "--model", "openai/x", "--base-url", server.url]
+    profile = ["--profile", str(_write(tmp_path, TUNED))]
+    run = run_cli(
+        [*args, *profile, "--json", "--trace", str(trace), "--trace-context"], stdin=b"some text"
+    )
+
+    replayed = run_cli(["replay", str(trace), "--json"])
+
+    assert run.rc == 0, run.err
+    assert replayed.rc == 0, replayed.err
+    assert one_json_object(replayed.out)["answer"] == 18

@@ -220,6 +220,8 @@ class RLM:
             "signature": self.signature.describe() if self.signature else None,
             "tools": sorted(self.tools),
             "guards": None if self.guards is None else dataclasses.asdict(self.guards),
+            # the profile's knobs, its system prompt left out: run_start holds that once
+            "profile": {k: v for k, v in self.profile.to_dict().items() if k != "system_prompt"},
             "prices": {
                 model: [price.input_per_mtok, price.output_per_mtok]
                 for model in filter(None, (self.model, self.sub_model))
