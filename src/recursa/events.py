@@ -68,6 +68,8 @@ class RunStarted(Event):
     settings: dict[str, Any]
     contexts: list[dict[str, Any]]
     system_prompt: str
+    profile: str | None = None
+    """The id of the controller profile the run used (`core.profile`); None in older traces."""
 
 
 @dataclass(slots=True, kw_only=True)

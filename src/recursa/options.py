@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .core.profile import resolve
 from .core.programs import RLM, Auto, Direct
 from .errors import ConfigError
 from .lm.base import LMClient
@@ -64,12 +65,14 @@ def make_program(
     *,
     client: LMClient | None = None,
 ) -> RLM:
-    """The program `opts` describe: `model`, `strategy` (rlm, direct or auto; default rlm),
+    """The program `opts` describe: `model`, `profile` (a controller profile or its file),
+    `strategy` (rlm, direct or auto; default: the profile's, rlm in the built-in one),
     `mode` (default code), `SETTINGS`, `prices_file` and `price_args` (`price_table`),
     `trace_context` (full prompts in the trace) and `no_guards`. `env` stands in for the
     process environment when keys and base URLs are looked up (None: the process's own);
     `client` is the LM client to use instead of one made from the model's name."""
-    strategy = opts.get("strategy") or "rlm"
+    profile = resolve(opts.get("profile"))
+    strategy = opts.get("strategy") or profile.strategy
     if strategy not in PROGRAMS:
         raise ConfigError(f"unknown strategy {strategy!r}: choose rlm, direct or auto")
     settings = {name: opts[name] for name in SETTINGS if name in opts}
@@ -81,5 +84,6 @@ def make_program(
         client=client,
         record_full_prompts=bool(opts.get("trace_context")),
         guards=not opts.get("no_guards"),
+        profile=profile,
         **settings,
     )

@@ -160,3 +160,16 @@ def test_stored_runs_read_back_cancelled_and_unfinished_as_such() -> None:
     assert stored_dict(stored("max_iterations", None))["status"] == "max_iterations"
     unfinished = stored_dict(stored(None, None))  # the server stopped before the run ended
     assert unfinished["status"] == "error" and "server stopped" in unfinished["error"]
+
+
+def test_a_served_run_uses_the_profile_the_server_was_started_with(tmp_path: Path) -> None:
+    from recursa.core.profile import Profile
+
+    profile = Profile(first_turn="Look first.", max_iterations=7, name="served")
+    path = tmp_path / "served.json"
+    path.write_text(profile.dumps(), encoding="utf-8")
+    served = ServeSettings(models=["openai/m"], base_url="http://127.0.0.1:9/v1", profile=str(path))
+
+    rlm = served.make_rlm("openai/m", {"max_iterations": 7})
+
+    assert rlm.profile.id == profile.id and rlm.profile.first_turn == "Look first."

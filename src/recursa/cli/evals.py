@@ -90,7 +90,12 @@ _HELP = {
     show_default=True,
     help=_HELP["jobs"],
 )
-@option("max_iterations", help="Root turns per task before it stops with its best answer.")
+@option("profile", help="The controller profile every task runs with (JSON or TOML).")
+@option(
+    "max_iterations",
+    help="Root turns per task before it stops with its best answer "
+    "[default: 30, or the profile's].",
+)
 @option("max_llm_calls", help="Model calls per task.")
 @option("max_cost", help="USD per task.")
 @option("timeout", help="Seconds per task.")
@@ -100,6 +105,12 @@ _HELP = {
 @click.option("--no-cache", is_flag=True, help="Send every request, cache nothing.")
 @click.option("--no-plots", is_flag=True, help="Write the markdown report only.")
 @click.option("--report-only", is_flag=True, help=_HELP["report_only"])
+@click.option(
+    "--tasks",
+    "tasks_path",
+    metavar="FILE",
+    help="Your own tasks, JSON lines: question, context, expected[, scorer] (docs/TUNING.md).",
+)
 @click.option("--oolong", "oolong_path", metavar="PATH", help=_HELP["oolong"])
 @click.option(
     "--oolong-subset", default="trec_coarse", show_default=True, help=_HELP["oolong_subset"]
@@ -129,6 +140,7 @@ _HELP = {
 @click.option("--quiet", is_flag=True, help="No progress on standard error.")
 def eval_command(**opts: Any) -> int:
     """Score strategies across task families and context lengths, with a report and plots."""
+    from ..core.profile import Profile
     from ..evals.harness import EvalConfig, load_results, run_eval
     from ..evals.oracle import ORACLE_LABEL
     from ..evals.report import accuracy_table, write_report
@@ -182,6 +194,7 @@ def eval_command(**opts: Any) -> int:
         cache=not opts["no_cache"],
         cache_path=Path(opts["cache_path"]) if opts["cache_path"] else None,
         max_iterations=opts["max_iterations"],
+        profile=Profile.load(opts["profile"]) if opts["profile"] else None,
         max_llm_calls=opts["max_llm_calls"],
         max_cost=opts["max_cost"],
         timeout=opts["timeout"],
@@ -239,6 +252,10 @@ def _dataset_tasks(opts: dict[str, Any], lengths: list[int]) -> list[Any]:
         return () if text.strip().lower() == "all" else tuple(s.strip() for s in text.split(","))
 
     tasks: list[Any] = []
+    if opts["tasks_path"]:
+        from ..evals.tasks import load_task_file
+
+        tasks += load_task_file(opts["tasks_path"])
     if opts["oolong_path"]:
         tasks += datasets.load_oolong(
             opts["oolong_path"],

@@ -35,6 +35,7 @@ from .output import (
     report,
 )
 from .serve import mcp, serve
+from .tune import tune_command
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -414,6 +415,7 @@ cli.add_command(mine_command)
 cli.add_command(distill_command)
 cli.add_command(pipeline_command)
 cli.add_command(batch_command)
+cli.add_command(tune_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -109,8 +109,8 @@ _OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
         ("--max-iterations",),
         {
             "type": click.IntRange(min=1),
-            "default": 30,
-            "help": "Root turns (code cells) before the run stops with its best answer.",
+            "help": "Root turns (code cells) before the run stops with its best answer "
+            "[default: 30, or the profile's].",
         },
     ),
     "max_llm_calls": (
@@ -201,6 +201,15 @@ _OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
         },
     ),
     "quiet": (("--quiet",), {"is_flag": True, "help": "No progress on standard error."}),
+    "profile": (
+        ("--profile",),
+        {
+            "metavar": "FILE",
+            "envvar": "RECURSA_PROFILE",
+            "help": "A controller profile (JSON or TOML: prompts, chunk hint, sub-model, "
+            "turns, guards, strategy), e.g. one `recursa tune` wrote.",
+        },
+    ),
     "mmap_threshold": (
         ("--mmap-threshold",),
         {
@@ -267,6 +276,7 @@ def stack(*decorators: Callable[[F], F]) -> Callable[[F], F]:
 
 run_options = stack(
     option("model"),
+    option("profile"),
     option("sub_model"),
     option("base_url"),
     *(option(name) for name in LIMITS),
@@ -275,9 +285,8 @@ run_options = stack(
     click.option(
         "--strategy",
         type=click.Choice(["rlm", "direct", "auto"]),
-        default="rlm",
-        show_default=True,
-        help="direct: one call with the context in the prompt; auto: direct when small.",
+        help="direct: one call with the context in the prompt; auto: direct when small "
+        "[default: rlm, or the profile's].",
     ),
     option("mode"),
     click.option(

@@ -31,6 +31,7 @@ def require_extra(modules: tuple[str, ...], extra: str, command: str) -> None:
 
 
 _shared_options = stack(
+    option("profile"),
     option("sub_model"),
     option("base_url", help="Base URL of the served provider's server."),
     click.option(
@@ -56,14 +57,18 @@ limits of `recursa run`, which here are maxima a request may lower but not raise
 
 
 def _settings(opts: dict[str, Any], models: list[str], *, any_path: bool = False) -> Any:
+    from ..core.profile import resolve
     from ..sandbox import resolve_backend
     from ..server.settings import LIMIT_TYPES, ServeSettings
 
+    limits = {name: opts.get(name) for name in LIMIT_TYPES}
+    if limits["max_iterations"] is None:  # the cap is the profile's turns unless given
+        limits["max_iterations"] = resolve(opts.get("profile")).max_iterations
     settings = ServeSettings(
         models=models,
         sub_model=opts.get("sub_model") or None,
         base_url=opts.get("base_url"),
-        limits={name: opts.get(name) for name in LIMIT_TYPES},
+        limits=limits,
         allow_paths=list(opts.get("allow_paths") or ()),
         any_path=any_path and not opts.get("allow_paths"),
         max_output_chars=opts["max_output_chars"],
@@ -72,6 +77,7 @@ def _settings(opts: dict[str, Any], models: list[str], *, any_path: bool = False
         memory_limit=opts.get("memory_limit"),
         prices_file=opts.get("prices_file"),
         price_args=tuple(opts.get("price_args") or ()),
+        profile=opts.get("profile"),
     )
     for model in dict.fromkeys(filter(None, [*models, settings.default_model])):
         settings.make_rlm(model, settings.limits)  # a bad provider, key or price: fail now

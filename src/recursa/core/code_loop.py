@@ -144,8 +144,13 @@ class Loop(TurnLoop):
         if self.inputs:
             shown = "\n".join(f"- {k} = {short(v, 300)}" for k, v in self.inputs.items())
             inputs = prompts.INPUTS.format(inputs=shown)
-        template = prompts.FIRST_USER if contexts else prompts.FIRST_USER_NO_CONTEXT
-        return inputs + template.format(context_description=describe(contexts), question=question)
+        described = describe(contexts)
+        if not contexts:
+            return inputs + prompts.FIRST_USER_NO_CONTEXT.format(
+                context_description=described, question=question
+            )
+        first = prompts.FIRST_QUESTION.format(context_description=described, question=question)
+        return inputs + first + self.cfg.profile.first_turn
 
     async def ask(self, question: str, new_contexts: list[Context] | None = None) -> Outcome:
         """Answer `question`: the first of the conversation, or a later one (a session)."""
@@ -188,7 +193,7 @@ class Loop(TurnLoop):
         text = prompts.fill(
             self.run_.system_prompt,
             context_kind=kind,
-            sub_window="100,000",
+            sub_window=f"{self.cfg.profile.chunk_chars:,}",
             depth_note=prompts.DEPTH_CHILD if can_recurse else prompts.DEPTH_LIMIT,
         )
         if self.signature is not None:

@@ -31,13 +31,14 @@ from ..lm.pricing import PriceTable
 from ..lm.retry import RetryPolicy
 from ..lm.windows import context_window
 from ..sandbox import resolve_backend
-from . import prompts
 from .code_loop import Loop
 from .dialect import DIALECTS
 from .dialect import SYSTEM as OFFICIAL_SYSTEM
 from .direct import DIRECT_OUTPUT_RESERVE, answer_directly, direct_prompt, text_chars
 from .gateway import ClientPool
 from .guards import GuardSettings
+from .profile import Profile, resolve
+from .prompts import SYSTEM as RECURSA_SYSTEM
 from .run import Outcome, Run, RunResult
 from .session import Session
 from .signature import Signature
@@ -62,6 +63,9 @@ class RLM:
     `signature` types the outputs (SUBMIT); `tools` are host callables the REPL may call.
     `mmap_threshold` (bytes): a context given as a `Path` to a file of at least this size
     is memory-mapped by the worker (default: RECURSA_MMAP_THRESHOLD, else 64 MiB).
+    `profile` (a `Profile` or its file) gives the controller's knobs: system prompt,
+    first-turn instruction, chunk hint, sub-model, max_iterations, guards; an argument
+    given here wins over it, and `self.profile` is the profile the run really uses.
     """
 
     strategy: ClassVar[str] = "rlm"
@@ -77,7 +81,7 @@ class RLM:
         signature: str | type[BaseModel] | Signature | None = None,
         tools: ToolsArg = None,
         max_depth: int = 1,
-        max_iterations: int = 30,
+        max_iterations: int | None = None,
         max_llm_calls: int | None = None,
         max_tokens: int | None = None,
         max_cost: float | None = None,
@@ -104,12 +108,30 @@ class RLM:
         mode: str = "code",
         seed: int | None = None,
         dialect: str = "recursa",
+        profile: Profile | str | Path | None = None,
     ) -> None:
         environ = os.environ if env is None else env
         model = model or environ.get("RECURSA_MODEL")
         if not model:
             raise ConfigError("no model: pass --model PROVIDER/MODEL or set RECURSA_MODEL")
         self.model = model
+        if dialect not in DIALECTS:
+            raise ConfigError(f"dialect must be one of {', '.join(DIALECTS)}, not {dialect!r}")
+        self.dialect = dialect
+        """The REPL conventions the root model is given (`core.dialect`)."""
+        base = resolve(profile)
+        # The official dialect has its own system prompt, unless the profile brings one.
+        official = dialect == "official" and base.system_prompt == RECURSA_SYSTEM
+        self.profile = base.replace(
+            system_prompt=system_prompt or (OFFICIAL_SYSTEM if official else base.system_prompt),
+            sub_model=sub_model or base.sub_model,
+            max_iterations=base.max_iterations if max_iterations is None else max_iterations,
+            guards=_guard_table(guards, base),
+            strategy=self.strategy,
+        )
+        """The knobs this program runs with (its id is in every `run_start`)."""
+        sub_model = self.profile.sub_model
+        max_iterations = self.profile.max_iterations
         self.sub_model = sub_model or environ.get("RECURSA_SUB_MODEL") or None
         _positive_int("max_depth", max_depth)
         _positive_int("max_iterations", max_iterations)
@@ -157,17 +179,12 @@ class RLM:
         self.env = env
         self.record_full_prompts = record_full_prompts
         if guards is True:
-            guards = GuardSettings()
+            guards = self.profile.guard_settings()
         self.guards: GuardSettings | None = guards or None
         if mode not in ("code", "actions"):
             raise ConfigError(f"mode must be 'code' or 'actions', not {mode!r}")
         self.mode = mode
-        if dialect not in DIALECTS:
-            raise ConfigError(f"dialect must be one of {', '.join(DIALECTS)}, not {dialect!r}")
-        self.dialect = dialect
-        """The REPL conventions the root model is given (`core.dialect`)."""
-        default_prompt = OFFICIAL_SYSTEM if dialect == "official" else prompts.SYSTEM
-        self.system_prompt = system_prompt or default_prompt
+        self.system_prompt = self.profile.system_prompt
         """A replacement may use the fields {context_kind}, {sub_window} and {depth_note};
         every other brace is sent as written (`prompts.fill`)."""
         if seed is not None and type(seed) is not int:
@@ -214,6 +231,8 @@ class RLM:
             "signature": self.signature.describe() if self.signature else None,
             "tools": sorted(self.tools),
             "guards": None if self.guards is None else dataclasses.asdict(self.guards),
+            # the profile's knobs, its system prompt left out: run_start holds that once
+            "profile": {k: v for k, v in self.profile.to_dict().items() if k != "system_prompt"},
             "prices": {
                 model: [price.input_per_mtok, price.output_per_mtok]
                 for model in filter(None, (self.model, self.sub_model))
@@ -295,6 +314,8 @@ class Auto(RLM):
         super().__init__(model, **kw)
         if direct_below_chars is not None:
             _positive_int("direct_below_chars", direct_below_chars)
+            self.profile = self.profile.replace(direct_below_chars=direct_below_chars)
+        direct_below_chars = self.profile.direct_below_chars
         window, _ = context_window(self.model, self.context_window)
         self.direct_below_chars = direct_below_chars or max(window - DIRECT_OUTPUT_RESERVE, 0) * 2
 
@@ -382,6 +403,16 @@ def _load_contexts(rlm: RLM, context: Any, contexts: list[Any] | None) -> list[C
     if contexts is not None:
         return [rlm.load(c, f"<context_{i}>") for i, c in enumerate(contexts)]
     return [] if context is None else [rlm.load(context)]
+
+
+def _guard_table(guards: GuardSettings | bool | None, base: Profile) -> dict[str, Any]:
+    """The guard thresholds a run really uses, as its profile records them (0: off)."""
+    if isinstance(guards, GuardSettings):
+        return dataclasses.asdict(guards)
+    if guards is True:
+        return base.guards
+    off = GuardSettings(repeated_block=0, repeated_error=0, idle_turns=0, cycle=False)
+    return dataclasses.asdict(off) | {"print_context_chars": 0}
 
 
 def _positive_int(name: str, value: Any) -> None:

@@ -64,12 +64,18 @@ DEPTH_LIMIT = (
     "appended, so keep that context small."
 )
 
-FIRST_USER = """\
+FIRST_TURN = (
+    "Start by exploring `context` in a ```repl block. Do not answer before you have looked."
+)
+"""The built-in profile's first-turn instruction (`profile.Profile.first_turn`)."""
+FIRST_QUESTION = """\
 {context_description}
 
 Question: {question}
 
-Start by exploring `context` in a ```repl block. Do not answer before you have looked."""
+"""
+"""The first message with a context, before the profile's first-turn instruction."""
+FIRST_USER = FIRST_QUESTION + FIRST_TURN
 
 FIRST_USER_NO_CONTEXT = """\
 {context_description}

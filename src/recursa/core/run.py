@@ -27,6 +27,7 @@ from ..lm.retry import RetryPolicy
 from .controllers import known_controller
 from .gateway import ClientPool, Gateway
 from .guards import GuardSettings
+from .profile import Profile
 from .render import jsonable
 from .signature import Signature
 from .status import Status
@@ -58,6 +59,7 @@ class Program(Protocol):
     compact_at: float
     guards: GuardSettings | None
     system_prompt: str
+    profile: Profile
     seed: int | None
     listeners: list[Listener]
     client: LMClient | None
@@ -164,6 +166,7 @@ class Run:
                 settings={**self.cfg.settings(), "strategy": strategy, "seed": self.seed},
                 contexts=[c.reference() for c in contexts],
                 system_prompt=self.system_prompt,
+                profile=self.cfg.profile.id,
             )
         )
         if strategy != "direct" and not known_controller(self.cfg.model):

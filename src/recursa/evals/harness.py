@@ -33,12 +33,14 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..core.gateway import ClientPool
+from ..core.profile import BUILTIN, Profile
 from ..core.programs import RLM
 from ..errors import ConfigError
 from ..executors import EXECUTORS
@@ -46,6 +48,7 @@ from ..lm.base import LMClient
 from ..lm.models import parse_model
 from ..options import make_program
 from ..sandbox.process import kill_all_live
+from ..trace.jsonl import JsonlTrace
 from .cache import CachedClient, NoSubQueries, ResponseCache, RoutingClient
 from .generators import FAMILIES, generate
 from .names import STRATEGIES
@@ -92,7 +95,12 @@ class EvalConfig:
     """Jobs at once (each RLM also runs its own sub-queries concurrently)."""
     cache: bool = True
     cache_path: Path | None = None
-    max_iterations: int = 30
+    max_iterations: int | None = None
+    """None: the profile's (30 in the built-in one)."""
+    profile: Profile | None = None
+    """The controller profile every job runs with (None: the built-in one)."""
+    trace_dir: Path | None = None
+    """Where each job writes its trace (`<run_id>.jsonl`): `recursa tune` reflects on them."""
     max_llm_calls: int | None = None
     max_cost: float | None = None
     timeout: float | None = None
@@ -354,13 +362,15 @@ def _program(config: EvalConfig, models: _Models, strategy: str, client: LMClien
         "strategy": "direct" if strategy == "direct" else "rlm",
         "sub_model": models.sub_model,
         "max_depth": 2 if strategy == "rlm-d2" else 1,
-        "max_iterations": config.max_iterations,
+        "profile": config.profile,
         "max_llm_calls": config.max_llm_calls,
         "max_cost": config.max_cost,
         "timeout": config.timeout,
         "sandbox": config.sandbox,
         "context_window": window,
     }
+    if config.max_iterations is not None:
+        opts["max_iterations"] = config.max_iterations
     return make_program(opts, env={}, client=client)
 
 
@@ -377,9 +387,11 @@ async def _run_job(
     started = time.perf_counter()
     answer: Any = None
     status, error, iterations, usage, run_id = "error", None, 0, {}, ""
+    profile = (config.profile or BUILTIN).id
     try:
         program = _program(config, models, job.strategy, guard or client)
-        result = await program.arun(question, context)
+        profile = program.profile.id
+        result = await _traced(config, program, question, context)
         answer, status, error = result.answer, result.status, result.error
         iterations, usage, run_id = result.iterations, result.usage, result.run_id
     except ConfigError as exc:
@@ -419,8 +431,22 @@ async def _run_job(
         "context_chars": task.context_chars,
         "wall_s": round(wall, 3),
         "run_id": run_id,
+        "profile": profile,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+
+
+async def _traced(config: EvalConfig, program: RLM, question: str, context: Any) -> Any:
+    """Run `program`, writing its trace under `config.trace_dir` when one is set."""
+    if config.trace_dir is None:
+        return await program.arun(question, context)
+    run_id = uuid.uuid4().hex[:12]
+    config.trace_dir.mkdir(parents=True, exist_ok=True)
+    trace = JsonlTrace(config.trace_dir / f"{run_id}.jsonl")
+    try:
+        return await program.arun(question, context, on_event=trace, run_id=run_id)
+    finally:
+        trace.close()
 
 
 class _Stop(Exception):

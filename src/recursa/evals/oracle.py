@@ -66,7 +66,10 @@ def _question(request: LMRequest) -> str:
     if start < 0:
         return first
     start += len(marker)
-    end = first.rfind(tail) if tail and tail in first else len(first)
+    if tail in first:
+        end = first.rfind(tail)
+    else:  # a profile's own first-turn instruction: it follows the question's blank line
+        end = first.rfind("\n\n") if first.rfind("\n\n") > start else len(first)
     return first[start:end] if end >= start else first[start:]
 
 

@@ -118,3 +118,47 @@ def format_length(tokens: int) -> str:
     if tokens >= 1_000:
         return f"{tokens / 1_000:g}k" if tokens % 100 == 0 else f"{tokens / 1_000:.1f}k"
     return str(tokens)
+
+
+def load_task_file(path: str | Path) -> list[Task]:
+    """Tasks from a JSON lines file, one object a line: `question`, `context` (text or
+    JSON data), `expected`, and optionally `scorer` (a name in `scoring.SCORERS`, default
+    `exact`), `score_params`, `id` and `family` (default `custom`). Each task's seed is its
+    line number, so eval and tune key every task apart."""
+    import json
+
+    tasks = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"tasks file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"tasks file {path}, line {number}"
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        if not isinstance(row, dict) or not {"question", "context", "expected"} <= set(row):
+            raise ConfigError(f"{where}: needs question, context and expected")
+        scorer = row.get("scorer", "exact")
+        if scorer not in scoring.SCORERS:
+            raise ConfigError(f"{where}: unknown scorer {scorer!r}")
+        task = Task(
+            family=str(row.get("family", "custom")),
+            id=str(row.get("id", number)),
+            question=str(row["question"]),
+            context=row["context"],
+            expected=row["expected"],
+            scorer=scorer,
+            length=0,
+            seed=number,
+            score_params=dict(row.get("score_params") or {}),
+            source=str(path),
+        )
+        task.length = max(1, task.context_chars // CHARS_PER_TOKEN)
+        tasks.append(task)
+    if not tasks:
+        raise ConfigError(f"tasks file {path} holds no task")
+    return tasks

@@ -101,6 +101,8 @@ class ServeSettings:
     memory_limit: int | None = None
     prices_file: str | None = None
     price_args: tuple[str, ...] = ()
+    profile: str | None = None
+    """The controller profile file every served run uses (None: the built-in one)."""
 
     def __post_init__(self) -> None:
         for name, value in self.limits.items():
@@ -248,6 +250,7 @@ class ServeSettings:
             "prices_file": self.prices_file,
             "price_args": self.price_args,
             "trace_context": False,
+            "profile": self.profile,
         }
         for name in LIMIT_TYPES:
             value = limits.get(name)

@@ -311,6 +311,8 @@ class _Page:
         ]
         if run.get("sub_model"):
             stats.append(("Sub-model", f"<code>{_e(run.get('sub_model'))}</code>"))
+        if run.get("profile"):
+            stats.append(("Profile", f"<code>{_e(as_str(run.get('profile')))}</code>"))
         if ctx:
             stats.append(("Context", _e(ctx)))
         stat_html = "".join(

@@ -20,6 +20,7 @@ from typing import Any
 from ..context import Context, from_directory, from_file, from_path, from_text, from_value
 from ..context_files import mmap_threshold
 from ..core.gateway import CURRENT_CALL, messages_sha256
+from ..core.profile import Profile
 from ..core.programs import RLM, RunResult
 from ..errors import ConfigError, LMConnectionError, LMError, LMStatusError
 from ..events import BlockExecuted, Event, LMCallEnded, LMCallStarted, RunStarted
@@ -473,6 +474,20 @@ def replay(
     return ReplayResult(result, divergences)
 
 
+def _recorded_profile(start: dict[str, Any], settings: dict[str, Any]) -> Profile | None:
+    """The profile the run used (its prompts steer the turns a replay rebuilds), or None
+    for a trace from before profiles."""
+    recorded = settings.get("profile")
+    if not isinstance(recorded, dict):
+        return None
+    try:
+        return Profile.from_dict(
+            {**recorded, "system_prompt": start.get("system_prompt", "")}, "recorded profile"
+        )
+    except ConfigError as exc:
+        raise TraceFormatError(f"the trace's {exc}") from None
+
+
 def _recorded_rlm(start: dict[str, Any], client: ReplayClient, backend: str) -> RLM:
     """The RLM of the recorded settings; settings of the wrong type are a malformed trace."""
     settings = dict(start.get("settings") or {})
@@ -495,6 +510,7 @@ def _recorded_rlm(start: dict[str, Any], client: ReplayClient, backend: str) -> 
             mode=settings.get("mode", "code"),
             dialect=settings.get("dialect", "recursa"),
             seed=settings.get("seed"),  # the REPL's `random` draws what it drew then
+            profile=_recorded_profile(start, settings),
             sandbox=backend,
             prices=prices,
             retry=RetryPolicy(base_delay=0.0, max_delay=0.0, jitter=0.0),

@@ -55,6 +55,10 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE runs ADD COLUMN cwd TEXT;
     """,
+    # 4: the id of the controller profile the run used (core.profile; none before it)
+    """
+    ALTER TABLE runs ADD COLUMN profile TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -82,6 +86,8 @@ class StoredRun:
     trace_path: str | None
     cwd: str | None = None
     """The folder the run was started in (None for runs stored before schema 3)."""
+    profile: str | None = None
+    """The controller profile's id (None for runs stored before schema 4)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,6 +103,7 @@ class StoredRun:
             "error": self.error,
             "trace": self.trace_path,
             "cwd": self.cwd,
+            "profile": self.profile,
         }
 
 
@@ -143,8 +150,8 @@ class RunStore:
         with self.connect() as db:
             db.execute(
                 "INSERT OR REPLACE INTO runs (id, started_at, ended_at, question, model, status,"
-                " answer, iterations, usage, error, kind, trace_path, cwd)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " answer, iterations, usage, error, kind, trace_path, cwd, profile)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     start.run_id,
                     now - (end.t if end else 0.0),
@@ -159,6 +166,7 @@ class RunStore:
                     kind,
                     os.path.abspath(trace_path) if trace_path else None,
                     os.getcwd(),
+                    start.profile,
                 ),
             )
             db.execute("DELETE FROM events WHERE run_id = ?", (start.run_id,))
@@ -202,7 +210,7 @@ class RunStore:
 
 _COLUMNS = (
     "id, started_at, question, model, status, answer, iterations, usage, error, kind,"
-    " trace_path, cwd"
+    " trace_path, cwd, profile"
 )
 
 
@@ -220,4 +228,5 @@ def _run(row: tuple[Any, ...]) -> StoredRun:
         kind=row[9],
         trace_path=row[10],
         cwd=row[11],
+        profile=row[12],
     )
