@@ -811,8 +811,10 @@ class _Page:
 
 
 def _tick(t: float) -> str:
-    """A compact time for the timeline's axis."""
-    if t < 10:
+    """A compact time for the timeline's axis (a trace's times are untrusted: any float)."""
+    if not math.isfinite(t):
+        return "?"
+    if t < 10 or t >= 1e9:
         return f"{t:.3g}s"
     if t < 60:
         return f"{t:.0f}s"
