@@ -67,7 +67,7 @@ class Context:
         if self.kind == "file":
             return "MappedText"
         if self.kind == "doc":
-            return "PdfDocument"
+            return context_docs.TYPE_NAMES[self.doc_format]
         return type(self.value).__name__
 
     def reference(self) -> dict[str, Any]:
@@ -158,11 +158,13 @@ def from_path(path: str, *, mmap_threshold: int | None = None) -> Context:
         raise ConfigError(f"context path not found: {path}")
     if p.is_dir():
         return from_directory(p, mmap_threshold=mmap_threshold)
-    if p.is_file() and (fmt := context_docs.sniff(p)):
-        return from_document(p, fmt)
     try:
         size = p.stat().st_size
-        if p.is_file() and size and size >= context_files.mmap_threshold(mmap_threshold):
+        fmt = context_docs.sniff(p) if p.is_file() else None
+        large = size >= context_files.mmap_threshold(mmap_threshold)
+        if fmt and (fmt in context_docs.WHOLE_FORMATS or not large):
+            return from_document(p, fmt)
+        if p.is_file() and size and large:
             return from_file(p)
         data = p.read_bytes()
     except OSError as exc:
@@ -192,8 +194,8 @@ def from_file(path: str | Path) -> Context:
 
 
 def from_document(path: str | Path, fmt: str) -> Context:
-    """A document (a PDF) as a context the worker opens itself, page by page."""
-    if context_docs.pdf_library() is None:
+    """A document as a context the worker opens itself (a PDF page by page)."""
+    if fmt == "pdf" and context_docs.pdf_library() is None:
         raise ConfigError(f"context {path} is a PDF: reading it {context_docs.EXTRA_HINT}")
     real = Path(path).resolve()
     size = real.stat().st_size
@@ -213,6 +215,7 @@ def from_directory(root: Path, *, mmap_threshold: int | None = None) -> Context:
     files: list[tuple[str, int]] = []
     docs: dict[str, str] = {}
     unreadable: list[tuple[str, str]] = []
+    ctx_threshold = context_files.mmap_threshold(mmap_threshold)  # larger text stays mapped
     digest = hashlib.sha256()
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
@@ -225,9 +228,10 @@ def from_directory(root: Path, *, mmap_threshold: int | None = None) -> Context:
             if reason:
                 unreadable.append((rel, reason))
                 continue
-            if fmt := context_docs.sniff(full):
-                docs[rel] = fmt
             size = full.stat().st_size
+            fmt = context_docs.sniff(full)
+            if fmt and (fmt in context_docs.WHOLE_FORMATS or size < ctx_threshold):
+                docs[rel] = fmt
             files.append((rel, size))
             digest.update(f"{rel}\0{size}\n".encode())
     ctx = Context(
@@ -236,7 +240,7 @@ def from_directory(root: Path, *, mmap_threshold: int | None = None) -> Context:
         root=str(root.resolve()),
         files=files,
         sha256=digest.hexdigest(),
-        mmap_threshold=context_files.mmap_threshold(mmap_threshold),
+        mmap_threshold=ctx_threshold,
         docs=docs,
         unreadable=unreadable,
     )
@@ -320,7 +324,7 @@ def _describe_one(var: str, ctx: Context) -> str:
     if ctx.kind == "dir":
         return _describe_dir(var, ctx)
     if ctx.kind == "doc":
-        return context_docs.describe_doc(var, ctx.name, ctx.nbytes)
+        return context_docs.describe_doc(var, ctx.name, ctx.nbytes, ctx.doc_format, ctx.path or "")
     if ctx.kind == "file":
         path = ctx.path or ""
         head, ascii_head, breaks = context_files.read_head(path, ctx.nbytes)
@@ -362,8 +366,7 @@ def _describe_dir(var: str, ctx: Context) -> str:
         else ""
     )
     if ctx.docs:
-        shown = ", ".join(list(ctx.docs)[:10]) + (" ..." if len(ctx.docs) > 10 else "")
-        large += f"\n{len(ctx.docs):,} file{_s(len(ctx.docs))} ({shown}): {context_docs.DIR_DOCS}"
+        large += "\nDocuments: " + context_docs.describe_in_dir(ctx.docs)
     if ctx.unreadable:
         shown = "\n".join(f"  {rel}: {why}" for rel, why in ctx.unreadable[:20])
         more = f"\n  ... and {len(ctx.unreadable) - 20:,} more" if len(ctx.unreadable) > 20 else ""

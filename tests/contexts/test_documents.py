@@ -68,7 +68,7 @@ def test_a_folder_of_text_pdfs_and_images_maps_documents_and_names_what_it_canno
         context=from_path(str(folder)),
     )
     assert answer == [["manual.pdf", "notes.md"], 9, "# Notes"]
-    assert "1 file (manual.pdf): in the REPL such a file is a PDF document" in first
+    assert "1 PDF document file(s) (manual.pdf): in the REPL a PdfDocument" in first
     assert "Not in the mapping (cannot be read as text):" in first
     assert "  blob.bin: binary, not text" in first
     assert "  logo.png: a PNG image: not text" in first

@@ -1,12 +1,15 @@
 """Documents made offline, for tests, benchmarks and the eval's document family.
 
 `pdf_bytes` writes a plain PDF (one Helvetica text object per page, standard library only)
-that pypdf reads back line for line: no PDF library is needed to make one.
+that pypdf reads back line for line: no PDF library is needed to make one. `write_docx`
+writes a minimal Word file (paragraphs, some of them headings) with `zipfile`.
 """
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 
 def _escape(line: str) -> str:
@@ -51,4 +54,40 @@ def write_pdf(path: str | Path, pages: list[str]) -> Path:
     """Write `pdf_bytes(pages)` to `path`; returns the path."""
     target = Path(path)
     target.write_bytes(pdf_bytes(pages))
+    return target
+
+
+_DOCX_TYPES = (
+    '<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/'
+    'package/2006/content-types"><Default Extension="rels" ContentType="application/'
+    'vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType='
+    '"application/xml"/><Override PartName="/word/document.xml" ContentType="application/'
+    'vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/></Types>'
+)
+_DOCX_RELS = (
+    '<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats'
+    '.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.'
+    'openxmlformats.org/officeDocument/2006/relationships/officeDocument" '
+    'Target="word/document.xml"/></Relationships>'
+)
+
+
+def write_docx(path: str | Path, paragraphs: list[tuple[str, str]]) -> Path:
+    """A Word file of (style, text) paragraphs: style '' for body text, 'Heading1' (and so
+    on) or 'Title' for headings."""
+    body = []
+    for style, text in paragraphs:
+        props = f'<w:pPr><w:pStyle w:val="{style}"/></w:pPr>' if style else ""
+        body.append(f'<w:p>{props}<w:r><w:t xml:space="preserve">{escape(text)}</w:t></w:r></w:p>')
+    document = (
+        '<?xml version="1.0" encoding="UTF-8"?><w:document xmlns:w="http://schemas.'
+        'openxmlformats.org/wordprocessingml/2006/main"><w:body>'
+        + "".join(body)
+        + "</w:body></w:document>"
+    )
+    target = Path(path)
+    with zipfile.ZipFile(target, "w") as archive:
+        archive.writestr("[Content_Types].xml", _DOCX_TYPES)
+        archive.writestr("_rels/.rels", _DOCX_RELS)
+        archive.writestr("word/document.xml", document)
     return target

@@ -1,4 +1,5 @@
-"""Documents as contexts: a PDF opened by the worker itself, its pages read on demand.
+"""Documents as contexts: a PDF opened by the worker itself, its pages read on demand; DOCX,
+HTML, Markdown, CSV and TSV read by `textdocs.py` beside this.
 
 Imported by `worker.py` (beside it, standard library only) when a `doc` context arrives,
 or a directory holds one: only the file's path crosses the channel, never its text. The
@@ -20,25 +21,53 @@ if TYPE_CHECKING:
     from typing import Any
 
 PDF_MAGIC = b"%PDF-"
+TEXT_SUFFIXES = {
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+}
 CACHED_PAGES = 8
 """Page texts kept after extraction (the most recent): a document's memory stays flat."""
 RELEASE_EVERY = 16
 """Pages extracted between two drops of the PDF library's own cache of parsed objects."""
 
 
-def detect(head: bytes) -> str | None:
-    """The document format of a file from its first bytes ('pdf'), or None: by content,
-    never by name (a PDF may be called anything, and `x.pdf` may be text)."""
+def detect(head: bytes, path: str = "") -> str | None:
+    """The document format of a file: 'pdf', 'docx' and 'html' by content, never by name
+    (a PDF may be called anything); 'markdown', 'csv' and 'tsv', plain text underneath,
+    by the name's extension. None for any other file."""
     if PDF_MAGIC in head[:1024]:
         return "pdf"
-    return None
+    if head.startswith(b"PK\x03\x04") and path and _is_docx(path):
+        return "docx"
+    start = head.lstrip(b"\xef\xbb\xbf \t\r\n")[:256].lower()
+    if start.startswith((b"<!doctype html", b"<html")):
+        return "html"
+    return TEXT_SUFFIXES.get(os.path.splitext(path)[1].lower())
 
 
-def open_document(path: str, fmt: str, lib: str | None = None) -> PdfDocument:
-    """The REPL's value for a document context of format `fmt`."""
-    if fmt != "pdf":
-        raise ValueError(f"unknown document format {fmt!r}")
-    return PdfDocument(path, lib)
+def _is_docx(path: str) -> bool:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return "word/document.xml" in archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def open_document(path: str, fmt: str, lib: str | None = None) -> Any:
+    """The REPL's value for a document context of format `fmt`: a PdfDocument, or a str
+    that carries its structure (textdocs.py: TextDocument, Table)."""
+    if fmt == "pdf":
+        return PdfDocument(path, lib)
+    try:
+        from . import textdocs
+    except ImportError:  # run as a script inside the sandbox: the sibling by bare name
+        import textdocs
+    return textdocs.read(path, fmt)
 
 
 def _pypdf(lib: str | None) -> Any:
