@@ -5,6 +5,7 @@ runs real blocks in a real worker (bwrap where it works)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -18,6 +19,7 @@ from recursa.context import from_path
 from recursa.errors import ConfigError
 from recursa.testing import ScriptedLM
 from recursa.testing.documents import write_pdf
+from recursa.trace.jsonl import JsonlTrace
 
 pytestmark = needs_extra("docs", "pypdf")
 
@@ -95,3 +97,17 @@ def test_a_direct_call_puts_the_pages_with_their_numbers_in_its_prompt(
     assert result.status == "ok", result.error
     prompt = sub_requests(server)[0].messages[-1]["content"]
     assert "[page 2]\nChapter 2\nNothing to see on page 2." in prompt
+
+
+def test_trace_context_stores_a_directory_pdf_as_its_page_text(tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    write_pdf(folder / "manual.pdf", PAGES[:2])
+    trace = tmp_path / "run.jsonl"
+    JsonlTrace(str(trace), [from_path(str(folder))]).close()  # --trace-context's record
+    stored = json.loads(trace.read_text().splitlines()[0])
+    assert stored["type"] == "context_data"
+    assert stored["files"]["manual.pdf"] == (
+        "[page 1]\nChapter 1\nNothing to see on page 1.\n"
+        "[page 2]\nChapter 2\nNothing to see on page 2."
+    )
