@@ -5,6 +5,7 @@ runs real blocks in a real worker (bwrap where it works)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from e2e_helpers import repl, root_requests, sub_requests
 from extras import needs_extra
 from recursa import RLM, Direct, context_docs
 from recursa.context import from_path
+from recursa.core.actions import Kernel
+from recursa.core.actions.schema import ADAPTER
 from recursa.errors import ConfigError
 from recursa.testing import ScriptedLM
 from recursa.testing.documents import write_pdf
@@ -111,3 +114,26 @@ def test_trace_context_stores_a_directory_pdf_as_its_page_text(tmp_path: Path) -
         "[page 1]\nChapter 1\nNothing to see on page 1.\n"
         "[page 2]\nChapter 2\nNothing to see on page 2."
     )
+
+
+def test_action_mode_searches_a_pdf_alone_or_in_a_folder_as_its_page_text(tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    pdf = write_pdf(folder / "manual.pdf", PAGES)
+    for ctx, where in [(from_path(str(pdf)), {}), (from_path(str(folder)), {"item": "manual.pdf"})]:
+        kernel = Kernel(None, [ctx])
+        found = asyncio.run(
+            kernel.execute(
+                ADAPTER.validate_python(
+                    {"action": "search", "var": "context", "pattern": "vault", "into": "hits"}
+                )
+            )
+        )
+        assert found.error is None
+        hit = kernel.vars["hits"][0]
+        assert (hit["text"], {k: v for k, v in hit.items() if k == "item"}) == (
+            "The vault code is 7341.",
+            where,
+        )
+        text = kernel.vars["context"] if not where else kernel.vars["context"]["manual.pdf"]
+        assert text.splitlines()[hit["line"] - 3] == "[page 9]"  # lines count from 1
