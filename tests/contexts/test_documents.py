@@ -137,3 +137,15 @@ def test_action_mode_searches_a_pdf_alone_or_in_a_folder_as_its_page_text(tmp_pa
         )
         text = kernel.vars["context"] if not where else kernel.vars["context"]["manual.pdf"]
         assert text.splitlines()[hit["line"] - 3] == "[page 9]"  # lines count from 1
+
+
+def test_a_broken_pdf_fails_the_code_that_reads_it_with_the_reason(serve, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.pdf"
+    broken.write_bytes(b"%PDF-1.4\nnot a PDF body\n")
+    answer, first = run_code(
+        serve,
+        "try:\n    len(context.pages)\nexcept ValueError as exc:\n    FINAL(str(exc))",
+        context=from_path(str(broken)),
+    )
+    assert answer.startswith("cannot read broken.pdf as a PDF: ")
+    assert "is a PDF document (" in first

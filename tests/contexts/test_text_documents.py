@@ -5,6 +5,7 @@ described in the first turn by kind. A scripted root model behind a FakeLMServer
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +128,21 @@ def test_a_direct_call_sends_a_docx_as_its_text(serve, tmp_path: Path) -> None:
     )
     assert result.status == "ok", result.error
     assert "# Memo\nBudget approved." in sub_requests(server)[0].messages[-1]["content"]
+
+
+def test_a_broken_docx_in_a_folder_fails_the_code_that_reads_it_with_the_reason(
+    serve, tmp_path: Path
+) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    with zipfile.ZipFile(folder / "bad.docx", "w") as archive:
+        archive.writestr("word/document.xml", "<w:document")
+    (folder / "ok.md").write_text("# Fine\n")
+    answer, _ = run_code(
+        serve,
+        "try:\n    context['bad.docx']\nexcept ValueError as exc:\n"
+        "    FINAL([str(exc), context['ok.md'].headings])",
+        from_path(str(folder)),
+    )
+    assert answer[0].startswith("cannot read bad.docx as DOCX: ParseError")
+    assert answer[1] == [[1, "Fine"]]

@@ -34,6 +34,11 @@ RELEASE_EVERY = 16
 """Pages extracted between two drops of the PDF library's own cache of parsed objects."""
 
 
+class DocumentError(ValueError):
+    """A document that cannot be read (a broken or encrypted PDF): raised in the model's
+    code that reads it, with the reason, never at the worker's start."""
+
+
 def detect(head: bytes, path: str = "") -> str | None:
     """The document format of a file: 'pdf', 'docx' and 'html' by content, never by name
     (a PDF may be called anything); 'markdown', 'csv' and 'tsv', plain text underneath,
@@ -118,25 +123,51 @@ class PdfDocument:
         self.path = path
         self.format = "pdf"
         self.size = os.path.getsize(path)
-        # A file object, not a path: given a path, pypdf reads the whole file into memory.
-        self._fh = open(path, "rb")  # noqa: SIM115 (held for the document's life)
-        self._reader = _pypdf(lib).PdfReader(self._fh)
+        self._lib = lib
+        self._opened: Any = None
         self._count: int | None = None
         self._texts: dict[int, str] = {}
         self._extracted = 0
         self.pages = Pages(self)
 
     @property
+    def _reader(self) -> Any:
+        """pypdf's reader, made when the document is first read (so a broken PDF fails the
+        code that reads it, with the reason, not the worker's start)."""
+        if self._opened is None:
+            # A file object, not a path: given a path, pypdf reads the whole file into memory.
+            fh = open(self.path, "rb")  # noqa: SIM115 (held for the document's life)
+            try:
+                self._opened = _pypdf(self._lib).PdfReader(fh)
+            except Exception as exc:
+                fh.close()
+                raise DocumentError(self._cannot(exc)) from None
+        return self._opened
+
+    def _cannot(self, exc: BaseException) -> str:
+        return f"cannot read {os.path.basename(self.path)} as a PDF: {type(exc).__name__}: {exc}"
+
+    @property
     def page_count(self) -> int:
         if self._count is None:
-            self._count = len(self._reader.pages)
+            try:
+                self._count = len(self._reader.pages)
+            except DocumentError:
+                raise
+            except Exception as exc:
+                raise DocumentError(self._cannot(exc)) from None
         return self._count
 
     def page_text(self, i: int) -> str:
         """Page i+1's text (0-based `i`), from the small cache or extracted now."""
         text = self._texts.pop(i, None)
         if text is None:
-            text = self._reader.pages[i].extract_text() or ""
+            try:
+                text = self._reader.pages[i].extract_text() or ""
+            except DocumentError:
+                raise
+            except Exception as exc:  # a broken page: the reason, in the code that read it
+                raise DocumentError(f"page {i + 1}: {self._cannot(exc)}") from None
             self._extracted += 1
             if self._extracted % RELEASE_EVERY == 0:
                 self._release()
@@ -184,4 +215,4 @@ class PdfDocument:
 
     def __repr__(self) -> str:
         name = os.path.basename(self.path)
-        return f"<PDF {name!r}: {self.page_count} pages, {self.size} bytes>"
+        return f"<PDF {name!r}: {self.size} bytes>"

@@ -97,7 +97,11 @@ def _heading_lines(text: str) -> list[tuple[int, str, int]]:
 def read(path: str, fmt: str) -> str:
     """The REPL's value for a text-based document of format `fmt`."""
     if fmt == "docx":
-        return TextDocument(docx_text(path), "docx")
+        try:
+            return TextDocument(docx_text(path), "docx")
+        except Exception as exc:  # a broken archive or XML: said with the file's name
+            name = path.rsplit("/", 1)[-1]
+            raise ValueError(f"cannot read {name} as DOCX: {type(exc).__name__}: {exc}") from None
     with open(path, "rb") as fh:
         text = fh.read().decode("utf-8", "replace")
     if fmt == "html":
