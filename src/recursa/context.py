@@ -73,7 +73,7 @@ class Context:
     def reference(self) -> dict[str, Any]:
         """How a trace records this context: never its text."""
         ref = {"name": self.name, "kind": self.kind, "size": self.size, "sha256": self.sha256}
-        if self.kind in ("file", "doc"):
+        if self.kind == "file" or self.doc_format in context_docs.WHOLE_FORMATS:
             ref["sha256_of"] = context_files.FINGERPRINT
         if self.kind == "dir":  # which of its files the REPL maps: replay maps the same
             ref["mmap_threshold"] = self.mmap_threshold
@@ -199,13 +199,16 @@ def from_document(path: str | Path, fmt: str) -> Context:
         raise ConfigError(f"context {path} is a PDF: reading it {context_docs.EXTRA_HINT}")
     real = Path(path).resolve()
     size = real.stat().st_size
+    sampled = fmt in context_docs.WHOLE_FORMATS  # any size; the others are under the threshold
     return Context(
         name=str(path),
         kind="doc",
         path=str(real),
         nbytes=size,
         doc_format=fmt,
-        sha256=context_files.fingerprint(str(real), size),
+        sha256=context_files.fingerprint(str(real), size)
+        if sampled
+        else hashlib.sha256(real.read_bytes()).hexdigest(),
     )
 
 

@@ -24,7 +24,7 @@ FINAL(llm_query(f'[{rel}, page {page}]\\n{text}\\nWhat is the vault code?'))
 """
 
 
-def test_a_question_over_a_folder_of_documents_is_answered_from_one_pdf_page(
+def test_a_question_over_a_folder_of_documents_is_answered_from_one_pdf_page_and_replays(
     serve, tmp_path: Path
 ) -> None:
     folder = tmp_path / "folder"
@@ -53,3 +53,7 @@ def test_a_question_over_a_folder_of_documents_is_answered_from_one_pdf_page(
     sent = [e["prompt"] for e in events if e["type"] == "lm_call_start" and e.get("prompt")]
     assert sent == ["[manual.pdf, page 23]\nManual page 23.\nThe vault code is 7341.\n"
                     "What is the vault code?"]  # fmt: skip
+    replayed = run_cli(["replay", str(trace), "--context", str(folder), "--json", "--quiet"])
+    assert replayed.rc == 0, replayed.err
+    out = json.loads(replayed.out)
+    assert out["answer"] == "7341" and out["diverged"] is False

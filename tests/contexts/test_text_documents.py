@@ -5,6 +5,7 @@ described in the first turn by kind. A scripted root model behind a FakeLMServer
 
 from __future__ import annotations
 
+import hashlib
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -146,3 +147,10 @@ def test_a_broken_docx_in_a_folder_fails_the_code_that_reads_it_with_the_reason(
     )
     assert answer[0].startswith("cannot read bad.docx as DOCX: ParseError")
     assert answer[1] == [[1, "Fine"]]
+
+
+def test_a_text_format_is_hashed_whole_as_text_contexts_are(tmp_path: Path) -> None:
+    page = tmp_path / "notes.md"
+    page.write_text("# Notes\n")
+    ref = from_path(str(page)).reference()
+    assert ref["sha256"] == hashlib.sha256(b"# Notes\n").hexdigest() and "sha256_of" not in ref
