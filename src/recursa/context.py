@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import context_files
+from . import context_docs, context_files
 from .errors import ConfigError
 from .sandbox.base import ContextPayload, PayloadBody, encoded_slices, utf8_size
 
@@ -25,9 +25,12 @@ SKIP_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__"})
 
 @dataclass(slots=True)
 class Context:
-    """One loaded context. `kind` is how the worker rebuilds it: text, json, dir, or file
-    (a large file the worker maps itself: `path`, `nbytes`; see context_files.py). A
-    directory's files of at least `mmap_threshold` bytes are mapped the same way."""
+    """One loaded context. `kind` is how the worker rebuilds it: text, json, dir, file
+    (a large file the worker maps itself: `path`, `nbytes`; see context_files.py), or doc
+    (a document the worker opens itself: `path`, `nbytes`, `doc_format`; context_docs.py).
+    A directory's files of at least `mmap_threshold` bytes are mapped the same way, its
+    documents (`docs`: path -> format) opened the same way, and `unreadable` lists the
+    files it cannot give the model, each with the reason."""
 
     name: str
     kind: str
@@ -40,6 +43,9 @@ class Context:
     path: str | None = None
     nbytes: int = 0
     mmap_threshold: int = context_files.MMAP_THRESHOLD
+    doc_format: str = ""
+    docs: dict[str, str] = field(default_factory=dict)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def size(self) -> int:
@@ -48,7 +54,7 @@ class Context:
             return len(self.text or "")
         if self.kind == "dir":
             return sum(size for _, size in self.files)
-        if self.kind == "file":
+        if self.kind in ("file", "doc"):
             return self.nbytes
         return len(self.value) if hasattr(self.value, "__len__") else 1
 
@@ -60,12 +66,14 @@ class Context:
             return "directory"
         if self.kind == "file":
             return "MappedText"
+        if self.kind == "doc":
+            return context_docs.TYPE_NAMES[self.doc_format]
         return type(self.value).__name__
 
     def reference(self) -> dict[str, Any]:
         """How a trace records this context: never its text."""
         ref = {"name": self.name, "kind": self.kind, "size": self.size, "sha256": self.sha256}
-        if self.kind == "file":
+        if self.kind == "file" or self.doc_format in context_docs.WHOLE_FORMATS:
             ref["sha256_of"] = context_files.FINGERPRINT
         if self.kind == "dir":  # which of its files the REPL maps: replay maps the same
             ref["mmap_threshold"] = self.mmap_threshold
@@ -85,10 +93,16 @@ class Context:
                     "bytes cannot go into one prompt (use the RLM strategy, which slices it)"
                 )
             return Path(self.path or "").read_bytes().decode("utf-8", "replace")
+        if self.kind == "doc":
+            return context_docs.document_text(self.path or "", self.doc_format)
         parts = []
         for rel, _ in self.files:
-            data = (Path(self.root or ".") / rel).read_bytes()
-            parts.append(f"=== {rel} ===\n{data.decode('utf-8', 'replace')}")
+            full = Path(self.root or ".") / rel
+            if rel in self.docs:
+                text = context_docs.document_text(str(full), self.docs[rel])
+            else:
+                text = full.read_bytes().decode("utf-8", "replace")
+            parts.append(f"=== {rel} ===\n{text}")
         return "\n".join(parts)
 
 
@@ -146,7 +160,11 @@ def from_path(path: str, *, mmap_threshold: int | None = None) -> Context:
         return from_directory(p, mmap_threshold=mmap_threshold)
     try:
         size = p.stat().st_size
-        if p.is_file() and size and size >= context_files.mmap_threshold(mmap_threshold):
+        fmt = context_docs.sniff(p) if p.is_file() else None
+        large = size >= context_files.mmap_threshold(mmap_threshold)
+        if fmt and (fmt in context_docs.WHOLE_FORMATS or not large):
+            return from_document(p, fmt)
+        if p.is_file() and size and large:
             return from_file(p)
         data = p.read_bytes()
     except OSError as exc:
@@ -175,11 +193,32 @@ def from_file(path: str | Path) -> Context:
     )
 
 
+def from_document(path: str | Path, fmt: str) -> Context:
+    """A document as a context the worker opens itself (a PDF page by page)."""
+    if fmt == "pdf" and context_docs.pdf_library() is None:
+        raise ConfigError(f"context {path} is a PDF: reading it {context_docs.EXTRA_HINT}")
+    real = Path(path).resolve()
+    size = real.stat().st_size
+    sampled = fmt in context_docs.WHOLE_FORMATS  # any size; the others are under the threshold
+    return Context(
+        name=str(path),
+        kind="doc",
+        path=str(real),
+        nbytes=size,
+        doc_format=fmt,
+        sha256=context_files.fingerprint(str(real), size)
+        if sampled
+        else hashlib.sha256(real.read_bytes()).hexdigest(),
+    )
+
+
 def from_directory(root: Path, *, mmap_threshold: int | None = None) -> Context:
     """A lazy mapping of its files; those of at least `mmap_threshold` bytes (default:
     context_files.mmap_threshold()) are MappedText in the REPL, never read whole."""
     files: list[tuple[str, int]] = []
-    binary: list[str] = []
+    docs: dict[str, str] = {}
+    unreadable: list[tuple[str, str]] = []
+    ctx_threshold = context_files.mmap_threshold(mmap_threshold)  # larger text stays mapped
     digest = hashlib.sha256()
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
@@ -188,10 +227,14 @@ def from_directory(root: Path, *, mmap_threshold: int | None = None) -> Context:
             if not full.is_file():
                 continue
             rel = full.relative_to(root).as_posix()
-            if _looks_binary(full):
-                binary.append(rel)
+            reason = context_docs.why_not_text(full)
+            if reason:
+                unreadable.append((rel, reason))
                 continue
             size = full.stat().st_size
+            fmt = context_docs.sniff(full)
+            if fmt and (fmt in context_docs.WHOLE_FORMATS or size < ctx_threshold):
+                docs[rel] = fmt
             files.append((rel, size))
             digest.update(f"{rel}\0{size}\n".encode())
     ctx = Context(
@@ -200,27 +243,20 @@ def from_directory(root: Path, *, mmap_threshold: int | None = None) -> Context:
         root=str(root.resolve()),
         files=files,
         sha256=digest.hexdigest(),
-        mmap_threshold=context_files.mmap_threshold(mmap_threshold),
+        mmap_threshold=ctx_threshold,
+        docs=docs,
+        unreadable=unreadable,
     )
-    if binary:
-        shown = ", ".join(binary[:5]) + (f" and {len(binary) - 5} more" if len(binary) > 5 else "")
+    if unreadable:
+        shown = ", ".join(f"{rel} ({why})" for rel, why in unreadable[:5])
+        more = f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
         ctx.warnings.append(
-            f"context directory {root}: skipped {len(binary)} binary "
-            f"file{'s' if len(binary) > 1 else ''} (not text): {shown}"
+            f"context directory {root}: cannot read {len(unreadable)} "
+            f"file{_s(len(unreadable))}: {shown}{more}"
         )
     if not files:
         ctx.warnings.append(f"context directory {root} holds no text files")
     return ctx
-
-
-def _looks_binary(path: Path, probe: int = 8192) -> bool:
-    """A NUL byte in the first `probe` bytes, the test git uses: such a file (an image, an
-    archive, compiled code) would reach the model as replacement characters."""
-    try:
-        with path.open("rb") as fh:
-            return b"\0" in fh.read(probe)
-    except OSError:
-        return False
 
 
 def build_payload(contexts: list[Context]) -> ContextPayload:
@@ -236,7 +272,13 @@ def build_payload(contexts: list[Context]) -> ContextPayload:
                     "root": ctx.root,
                     "files": ctx.files,
                     "mmap_threshold": ctx.mmap_threshold,
+                    **_docs_spec(ctx.docs),
                 }
+            )
+            continue
+        if ctx.kind == "doc":  # only the path crosses: the worker opens the document
+            specs.append(
+                {"kind": "doc", "path": ctx.path, "format": ctx.doc_format, **_docs_spec({})}
             )
             continue
         if ctx.kind == "file":  # only the path crosses: the worker maps the file
@@ -253,6 +295,11 @@ def build_payload(contexts: list[Context]) -> ContextPayload:
         pieces.append(data)
         offset += size
     return ContextPayload(specs=specs, body=PayloadBody(tuple(pieces), offset))
+
+
+def _docs_spec(docs: dict[str, str]) -> dict[str, Any]:
+    """What the worker needs to open documents: their formats, the PDF library's folder."""
+    return {"docs": docs, "lib": context_docs.pdf_library()}
 
 
 def describe(contexts: list[Context]) -> str:
@@ -280,6 +327,8 @@ def _describe_one(var: str, ctx: Context) -> str:
         return f"{head}. Preview of its start:\n<<<\n{text[:PREVIEW_CHARS]}\n>>>"
     if ctx.kind == "dir":
         return _describe_dir(var, ctx)
+    if ctx.kind == "doc":
+        return context_docs.describe_doc(var, ctx.name, ctx.nbytes, ctx.doc_format, ctx.path or "")
     if ctx.kind == "file":
         path = ctx.path or ""
         head, ascii_head, breaks = context_files.read_head(path, ctx.nbytes)
@@ -322,6 +371,12 @@ def _describe_dir(var: str, ctx: Context) -> str:
         if mapped
         else ""
     )
+    if ctx.docs:
+        large += "\nDocuments: " + context_docs.describe_in_dir(ctx.docs)
+    if ctx.unreadable:
+        shown = "\n".join(f"  {rel}: {why}" for rel, why in ctx.unreadable[:20])
+        more = f"\n  ... and {len(ctx.unreadable) - 20:,} more" if len(ctx.unreadable) > 20 else ""
+        large += f"\nNot in the mapping (cannot be read as text):\n{shown}{more}"
     return (
         f"`{var}` is a directory: a mapping of relative path -> file text (read on access), "
         f"{len(ctx.files):,} files, {total:,} bytes in all; `{var}.sizes` maps path -> bytes.\n"

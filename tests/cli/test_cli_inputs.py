@@ -63,7 +63,9 @@ def test_mode_with_the_direct_strategy_is_refused_in_one_line(serve) -> None:
     assert server.request_count == 0
 
 
-def test_a_binary_file_in_a_directory_context_is_listed_as_skipped(serve, tmp_path: Path) -> None:
+def test_a_binary_file_in_a_directory_context_is_listed_with_the_reason(
+    serve, tmp_path: Path
+) -> None:
     docs = tmp_path / "docs"
     (docs / "img").mkdir(parents=True)
     (docs / "notes.txt").write_text("the code is 7\n")
@@ -77,6 +79,6 @@ def test_a_binary_file_in_a_directory_context_is_listed_as_skipped(serve, tmp_pa
     assert done.out == '["notes.txt"]\n'
     warnings = [line for line in done.err_lines if "warning" in line]
     assert warnings == [
-        f"recursa: warning: context directory {docs}: skipped 1 binary file (not text): "
-        "img/logo.png"
+        f"recursa: warning: context directory {docs}: cannot read 1 file: "
+        "img/logo.png (a PNG image: not text)"
     ]

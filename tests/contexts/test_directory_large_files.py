@@ -65,22 +65,29 @@ def test_model_code_gets_a_mapped_object_for_the_big_file_with_str_operations(
     )
 
     i = text.find("vault code is ")
-    assert answer == {
-        "types": {"README.md": "str", "logs/big.log": "MappedText", "logs/small.log": "str"},
-        "same": True,
-        "len": len(text),
-        "find": i,
-        "slice": text[i : i + 24],
-        "count": text.count("état"),
-        "in": True,
-        "search": [[text.find("code is 88"), "code is 88-ZETA-41"]],
-        "line": "017171 NOTE the vault code is 88-ZETA-41",
-        "lines": 25_000,
-        "tail": text[-10:],
-        "startswith": True,
-        "chunks": -(-len(text) // 100_000),
-        "small": "000000 svc0 ok\n",
-    }
+    assert (
+        answer
+        == {
+            "types": {  # a Markdown file is a TextDocument: a str that also has .headings
+                "README.md": "TextDocument",
+                "logs/big.log": "MappedText",
+                "logs/small.log": "str",
+            },
+            "same": True,
+            "len": len(text),
+            "find": i,
+            "slice": text[i : i + 24],
+            "count": text.count("état"),
+            "in": True,
+            "search": [[text.find("code is 88"), "code is 88-ZETA-41"]],
+            "line": "017171 NOTE the vault code is 88-ZETA-41",
+            "lines": 25_000,
+            "tail": text[-10:],
+            "startswith": True,
+            "chunks": -(-len(text) // 100_000),
+            "small": "000000 svc0 ok\n",
+        }
+    )
     assert "1 file of at least 262,144 bytes is memory-mapped, never read whole" in first
     assert "MappedText" in first
 

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from ..errors import ConfigError
+from ..evals.names import DOCUMENT_FAMILIES
 from ..evals.names import FAMILIES as ALL
 from ..evals.names import STRATEGIES as STRATEGY_NAMES
 from .options import option, renamed
@@ -23,9 +24,12 @@ EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
 CODE_DOMAIN = "Code Repository Understanding"
 
 
-def _names(text: str, known: tuple[str, ...], what: str) -> list[str]:
+def _names(
+    text: str, known: tuple[str, ...], what: str, everything: tuple[str, ...] | None = None
+) -> list[str]:
+    """The names in `text` (comma-separated) or `everything` (default: `known`) for 'all'."""
     if text.strip().lower() == "all":
-        return list(known)
+        return list(everything or known)
     names = [part.strip() for part in text.split(",") if part.strip()]
     for name in names:
         if name not in known:
@@ -40,7 +44,8 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 _HELP = {
     "families": (
         f"Generated task families, comma-separated, or 'all' ({', '.join(ALL)}). "
-        "Default: all, or none when a dataset is given."
+        "Default: all, or none when a dataset is given. Only when named: "
+        f"{', '.join(DOCUMENT_FAMILIES)} (PDFs; needs the docs extra)."
     ),
     "lengths": "Context lengths in tokens (4 characters a token): 8k, 131k, 1m, 10m ...",
     "strategies": f"Comma-separated: {', '.join(STRATEGY_NAMES)}.",
@@ -175,7 +180,7 @@ def eval_command(**opts: Any) -> int:
     elif opts["families"].strip().lower() in ("", "none"):
         families = []
     else:
-        families = _names(opts["families"], ALL, "task family")
+        families = _names(opts["families"], ALL + DOCUMENT_FAMILIES, "task family", ALL)
     if not families and not extra:
         raise click.UsageError("nothing to run: no families and no dataset")
 

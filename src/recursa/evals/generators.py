@@ -31,8 +31,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConfigError
-from .names import FAMILIES
-from .tasks import CHARS_PER_TOKEN, RepoFiles, Task, format_length
+from .names import DOCUMENT_FAMILIES, FAMILIES
+from .tasks import CHARS_PER_TOKEN, PdfPages, RepoFiles, Task, format_length
 
 LABELS = ("abbreviation", "entity", "description", "human", "location", "numeric")
 OOLONG_VARIANTS = ("count", "most_common", "distribution")
@@ -43,7 +43,8 @@ def generate(family: str, seed: int, length: int) -> Task:
     try:
         make = _GENERATORS[family]
     except KeyError:
-        raise ConfigError(f"unknown task family {family!r}; known: {', '.join(FAMILIES)}") from None
+        known = ", ".join(FAMILIES + DOCUMENT_FAMILIES)
+        raise ConfigError(f"unknown task family {family!r}; known: {known}") from None
     rng = random.Random(f"recursa-eval:{family}:{seed}:{length}")
     task = make(rng, length * CHARS_PER_TOKEN, seed)
     task.family, task.seed, task.length = family, seed, length
@@ -648,6 +649,35 @@ def _codeqa(rng: random.Random, chars: int, seed: int) -> Task:
     )  # fmt: skip
 
 
+# ---- documents: a fact on one page of a PDF ------------------------------------------------
+
+PAGE_CHARS = 3_000
+
+
+def _pdfpage(rng: random.Random, chars: int, seed: int) -> Task:
+    """A generated PDF (pages of prose) with one access code planted on a known page."""
+    key = f"{rng.choice(_ADJECTIVES)}-{rng.choice(_NOUNS)}"
+    code = rng.randrange(1_000_000, 10_000_000)
+    paragraphs = _paragraphs(rng, chars)
+    pages: list[str] = [""]
+    for paragraph in paragraphs:
+        if len(pages[-1]) + len(paragraph) > PAGE_CHARS and pages[-1]:
+            pages.append("")
+        pages[-1] += paragraph + "\n"
+    page = rng.randrange(len(pages))
+    lines = pages[page].splitlines()
+    lines.insert(rng.randrange(len(lines) + 1), f"The access code for {key} is: {code}.")
+    pages[page] = "\n".join(lines) + "\n"
+    question = f"What is the access code for {key} given in the PDF? Answer with the number only."
+    return _task(
+        question,
+        PdfPages(tuple(pages)),
+        str(code),
+        "numeric",
+        params={"key": key, "page": page + 1},
+    )
+
+
 _GENERATORS: dict[str, Callable[[random.Random, int, int], Task]] = {
     "niah": _niah,
     "oolong": _oolong,
@@ -655,4 +685,5 @@ _GENERATORS: dict[str, Callable[[random.Random, int, int], Task]] = {
     "vartrack": _vartrack,
     "logs": _logs,
     "codeqa": _codeqa,
+    "pdfpage": _pdfpage,
 }

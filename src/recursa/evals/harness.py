@@ -51,7 +51,7 @@ from ..sandbox.process import kill_all_live
 from ..trace.jsonl import JsonlTrace
 from .cache import CachedClient, NoSubQueries, ResponseCache, RoutingClient
 from .generators import FAMILIES, generate
-from .names import STRATEGIES
+from .names import DOCUMENT_FAMILIES, STRATEGIES
 from .oracle import (
     NOSUB_NOTE,
     ORACLE_LABEL,
@@ -61,7 +61,7 @@ from .oracle import (
     oracle_version,
     wrong_model,
 )
-from .tasks import RepoFiles, Task, format_length
+from .tasks import PdfPages, RepoFiles, Task, format_length
 
 RESULTS = "results.jsonl"
 CACHE = "cache.sqlite"
@@ -123,9 +123,10 @@ class EvalConfig:
         unknown = [s for s in self.strategies if s not in STRATEGIES]
         if unknown:
             raise ConfigError(f"unknown strategy {unknown[0]!r}; known: {', '.join(STRATEGIES)}")
-        unknown = [f for f in self.families if f not in FAMILIES]
+        known = FAMILIES + DOCUMENT_FAMILIES
+        unknown = [f for f in self.families if f not in known]
         if unknown:
-            raise ConfigError(f"unknown task family {unknown[0]!r}; known: {', '.join(FAMILIES)}")
+            raise ConfigError(f"unknown task family {unknown[0]!r}; known: {', '.join(known)}")
         if self.oracle not in (None, "oracle", "wrong"):
             raise ConfigError(f"oracle must be 'oracle' or 'wrong', not {self.oracle!r}")
         if self.oracle and self.extra_tasks:
@@ -273,7 +274,7 @@ class _Tasks:
     def _load(self, job: Job) -> tuple[Task, Any]:
         task = job.make()
         context = task.context() if callable(task.context) else task.context
-        if isinstance(context, RepoFiles):
+        if isinstance(context, RepoFiles | PdfPages):
             context = context.materialize(self.workdir / _safe(task.id))
         return task, context
 
@@ -285,7 +286,8 @@ class _Tasks:
         if pending is not None and pending.done() and not pending.exception():
             _, context = pending.result()
             if isinstance(context, Path) and self.workdir in context.parents:
-                shutil.rmtree(context, ignore_errors=True)
+                folder = context if context.is_dir() else context.parent  # a PDF's own folder
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def _safe(name: str) -> str:

@@ -21,7 +21,13 @@ import json
 import re
 
 
+def as_text(ctx):
+    """A document (a PDF: it has .pages) as its text, each page after a [page n] line."""
+    return str(ctx) if hasattr(ctx, "pages") else ctx
+
+
 def context_size(ctx):
+    ctx = as_text(ctx)
     if isinstance(ctx, str):
         return len(ctx)
     sizes = getattr(ctx, "sizes", None)
@@ -33,6 +39,7 @@ def chunk_size(ctx):
 
 
 def make_chunks(ctx, size):
+    ctx = as_text(ctx)
     if isinstance(ctx, str):
         out, start = [], 0
         while start < len(ctx):
@@ -58,6 +65,7 @@ def make_chunks(ctx, size):
 
 def split_parts(ctx, n):
     """n parts a child RLM can take as its context: texts, or dicts of path -> text."""
+    ctx = as_text(ctx)
     size = context_size(ctx) // n + 1
     if isinstance(ctx, str):
         return make_chunks(ctx, size)
@@ -295,6 +303,25 @@ def finish(partial, question):
     return "NONE"
 """
 
+PDFPAGE_MAP = r"""
+def map_chunk(text):
+    found = re.findall(r"access code for ([a-z]+-[a-z]+) is: (\d+)", text)
+    return {"codes": dict(found)}
+"""
+PDFPAGE_MERGE = r"""
+def merge(partials):
+    codes = {}
+    for partial in partials:
+        if partial:
+            codes.update(partial.get("codes", {}))
+    return {"codes": codes}
+"""
+PDFPAGE_FINISH = r"""
+def finish(partial, question):
+    key = re.search(r"access code for ([a-z]+-[a-z]+)", question).group(1)
+    return partial["codes"].get(key, "NONE")
+"""
+
 PROGRAMS: dict[str, dict[str, str]] = {
     "niah": {"map": NIAH_MAP, "merge": NIAH_MERGE, "finish": NIAH_FINISH},
     "oolong": {"map": OOLONG_MAP, "merge": OOLONG_MERGE, "finish": OOLONG_FINISH},
@@ -302,9 +329,15 @@ PROGRAMS: dict[str, dict[str, str]] = {
     "vartrack": {"map": VARTRACK_MAP, "merge": VARTRACK_MERGE, "finish": VARTRACK_FINISH},
     "logs": {"map": LOGS_MAP, "merge": LOGS_MERGE, "finish": LOGS_FINISH},
     "codeqa": {"map": CODEQA_MAP, "merge": CODEQA_MERGE, "finish": CODEQA_FINISH},
+    "pdfpage": {"map": PDFPAGE_MAP, "merge": PDFPAGE_MERGE, "finish": PDFPAGE_FINISH},
 }
 
 INSTRUCTIONS: dict[str, str] = {
+    "pdfpage": (
+        "Find every sentence of the form 'The access code for KEY is: NUMBER.' in the text "
+        'below. Reply with one JSON object {"codes": {"KEY": "NUMBER", ...}} ({} inside when '
+        "there is none) and nothing else."
+    ),
     "niah": (
         "Find every sentence of the form 'The special magic number for KEY is: NUMBER.' in "
         'the text below. Reply with one JSON object {"numbers": {"KEY": "NUMBER", ...}} '

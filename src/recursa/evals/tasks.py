@@ -45,6 +45,26 @@ class RepoFiles:
         return root
 
 
+@dataclass(frozen=True, slots=True)
+class PdfPages:
+    """A PDF context held as its pages' text until it is written out (the document family):
+    `materialize` writes `report.pdf` (recursa.testing.documents) and returns its path."""
+
+    pages: tuple[str, ...]
+
+    @property
+    def chars(self) -> int:
+        return sum(len(text) for text in self.pages)
+
+    def materialize(self, root: Path) -> Path:
+        from ..testing.documents import write_pdf
+
+        if root.exists():
+            shutil.rmtree(root)
+        root.mkdir(parents=True)
+        return write_pdf(root / "report.pdf", list(self.pages))
+
+
 @dataclass(slots=True)
 class Task:
     """One question over one context, with the answer and how to score a reply."""
@@ -75,7 +95,7 @@ class Task:
         ctx = self.context
         if isinstance(ctx, str):
             return len(ctx)
-        if isinstance(ctx, RepoFiles):
+        if isinstance(ctx, RepoFiles | PdfPages):
             return ctx.chars
         if isinstance(ctx, Path):
             return sum(p.stat().st_size for p in ctx.rglob("*") if p.is_file())

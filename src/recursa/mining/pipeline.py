@@ -37,6 +37,7 @@ from ..events import Emitter, Event, FinalReached, Listener, RunEnded, RunStarte
 from ..lm.base import LMClient
 from ..lm.pricing import PriceTable
 from ..lm.retry import RetryPolicy
+from ..sandbox.inside.documents import open_document
 from ..sandbox.inside.mapped import MappedText
 from ..sandbox.inside.worker import LazyDir
 from ..trace.jsonl import JsonlTrace
@@ -441,9 +442,11 @@ def context_value(ctx: Context) -> Any:
     if ctx.kind == "text":
         return ctx.text or ""
     if ctx.kind == "dir":
-        return LazyDir(ctx.root or ".", [list(f) for f in ctx.files], ctx.mmap_threshold)
+        return LazyDir(ctx.root or ".", [list(f) for f in ctx.files], ctx.mmap_threshold, ctx.docs)
     if ctx.kind == "file":  # mapped here as the sandbox maps it: never read whole
         return MappedText(ctx.path or "")
+    if ctx.kind == "doc":  # opened here as the sandbox opens it: page by page
+        return open_document(ctx.path or "", ctx.doc_format)
     return ctx.value
 
 

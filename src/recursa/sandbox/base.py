@@ -130,9 +130,11 @@ class ContextPayload:
 
     def host_paths(self) -> list[str]:
         """The host paths the worker reads itself, for backends to bind read-only: each
-        directory context's root and each mapped file's path."""
+        directory context's root, each mapped file's or document's path, and the folder of
+        the library that opens documents (sandbox/inside/documents.py)."""
         paths = {spec["root"] for spec in self.specs if spec["kind"] == "dir"}
-        paths |= {spec["path"] for spec in self.specs if spec["kind"] == "file"}
+        paths |= {spec["path"] for spec in self.specs if spec["kind"] in ("file", "doc")}
+        paths |= {spec["lib"] for spec in self.specs if spec.get("lib") and _opens_docs(spec)}
         return sorted(paths)
 
 
@@ -176,3 +178,9 @@ class Sandbox(Protocol):
     async def get_value(self, name: str) -> dict[str, Any] | None: ...
 
     async def close(self) -> None: ...
+
+
+def _opens_docs(spec: dict[str, Any]) -> bool:
+    """Whether the worker may open a document for this context spec (a doc, or a directory
+    holding one): only then is the document library's folder bound for it."""
+    return spec["kind"] == "doc" or bool(spec.get("docs"))

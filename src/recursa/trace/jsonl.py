@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..context import Context
+from ..context_docs import document_text
 from ..errors import ConfigError
 from ..events import Event
 
@@ -30,8 +31,10 @@ class JsonlTrace:
                 record["value"] = ctx.value
             elif ctx.kind == "dir":
                 root = Path(ctx.root or ".")
-                record["files"] = {
-                    rel: (root / rel).read_bytes().decode("utf-8", "replace")
+                record["files"] = {  # a document as its text (context_docs.document_text)
+                    rel: document_text(str(root / rel), ctx.docs[rel])
+                    if rel in ctx.docs
+                    else (root / rel).read_bytes().decode("utf-8", "replace")
                     for rel, _ in ctx.files
                 }
             else:

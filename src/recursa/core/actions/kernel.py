@@ -736,6 +736,8 @@ def _context_value(ctx: Context) -> Any:
         return DirView(ctx)
     if ctx.kind == "file":  # mapped here, as the REPL worker maps it: never read whole
         return MappedText(ctx.path or "")
+    if ctx.kind == "doc":  # a document's text, its pages after `[page n]` lines
+        return ctx.as_text()
     return ctx.value
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ... import context_docs
 from ...context import Context
 from ...sandbox.inside.mapped import STR_LIMIT, MappedText
 
@@ -88,11 +89,14 @@ class DirView(Mapping[str, "str | MappedText"]):
         self.root = Path(ctx.root or ".")
         self.sizes = dict(ctx.files)
         self.mmap_threshold = ctx.mmap_threshold
+        self.docs = dict(ctx.docs)
         self._mapped: dict[str, MappedText] = {}
 
     def __getitem__(self, key: str) -> str | MappedText:
         if key not in self.sizes:
             raise KeyError(key)
+        if key in self.docs:  # a document's text, its pages after `[page n]` lines
+            return context_docs.document_text(str(self.root / key), self.docs[key])
         size = self.sizes[key]
         if size and size >= self.mmap_threshold:
             if key not in self._mapped:

@@ -166,8 +166,17 @@ class LazyDir(_collections_abc.Mapping):
     A file of at least `mmap_threshold` bytes is a MappedText instead (see mapped.py), as
     a `file` context is: reading it whole could exhaust the worker's memory limit."""
 
-    def __init__(self, root: str, files: list[list[Any]], mmap_threshold: int) -> None:
+    def __init__(
+        self,
+        root: str,
+        files: list[list[Any]],
+        mmap_threshold: int,
+        docs: dict[str, str] | None = None,
+        lib: str | None = None,
+    ) -> None:
         self.root = root
+        self.docs = dict(docs or {})  # path -> document format: opened as documents.py says
+        self.lib = lib
         self.sizes: dict[str, int] = {rel: int(size) for rel, size in files}
         self.mmap_threshold = mmap_threshold
         self._cache: dict[str, Any] = {}
@@ -179,7 +188,9 @@ class LazyDir(_collections_abc.Mapping):
         if value is None:
             path = os.path.join(self.root, rel)
             size = self.sizes[rel]
-            if size and size >= self.mmap_threshold:
+            if rel in self.docs:
+                value = _sibling("documents").open_document(path, self.docs[rel], self.lib)
+            elif size and size >= self.mmap_threshold:
                 value = _sibling("mapped").MappedText(path)
             else:
                 with open(path, "rb") as fh:
@@ -364,9 +375,17 @@ class Worker:
         if kind == "json":
             return framing.loads(raw.decode("utf-8"))
         if kind == "dir":
-            return LazyDir(spec["root"], spec["files"], spec["mmap_threshold"])
+            return LazyDir(
+                spec["root"],
+                spec["files"],
+                spec["mmap_threshold"],
+                spec.get("docs"),
+                spec.get("lib"),
+            )
         if kind == "file":  # a large file: mapped here, by path (see mapped.py beside this)
             return _sibling("mapped").MappedText(spec["path"])
+        if kind == "doc":  # a document: opened here, by path (see documents.py beside this)
+            return _sibling("documents").open_document(spec["path"], spec["format"], spec["lib"])
         raise ValueError(f"unknown context kind {kind!r}")
 
     def _install_builtins(self) -> None:
