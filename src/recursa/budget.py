@@ -26,7 +26,14 @@ MIN_OUTPUT_TOKENS = 16
 
 
 class Pricer(Protocol):
-    def cost(self, model: str, input_tokens: int, output_tokens: int) -> float | None: ...
+    def cost(
+        self,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+    ) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,12 +59,26 @@ class Tally:
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
+    cache_read_tokens: int = 0
+    """Of `input_tokens`, those the provider served from its prompt cache."""
+    cache_write_tokens: int = 0
+    """Of `input_tokens`, those written to the provider's prompt cache."""
 
-    def add(self, calls: int, input_tokens: int, output_tokens: int, cost: float) -> None:
+    def add(
+        self,
+        calls: int,
+        input_tokens: int,
+        output_tokens: int,
+        cost: float,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+    ) -> None:
         self.llm_calls += calls
         self.input_tokens += input_tokens
         self.output_tokens += output_tokens
         self.cost_usd += cost
+        self.cache_read_tokens += cache_read_tokens
+        self.cache_write_tokens += cache_write_tokens
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +86,8 @@ class Tally:
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "cost_usd": round(self.cost_usd, 10),
+            "cache_read_tokens": self.cache_read_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
         }
 
 
@@ -146,8 +169,11 @@ class Ledger:
     def _fit_cost(self, model: str, input_tokens: int, output: int) -> tuple[float, int]:
         """The largest output that keeps the estimated cost within max_cost (lock held)."""
         assert self.limits.max_cost is not None and self.pricer is not None
-        per_input = self.pricer.cost(model, 1_000_000, 0)
+        plain = self.pricer.cost(model, 1_000_000, 0)
+        # Any input token may turn out to be a cache write, priced above plain input.
+        written = self.pricer.cost(model, 1_000_000, 0, 0, 1_000_000)
         per_output = self.pricer.cost(model, 0, 1_000_000)
+        per_input = None if plain is None or written is None else max(plain, written)
         if per_input is None or per_output is None:
             self._refuse(
                 "max_cost",
@@ -182,15 +208,25 @@ class Ledger:
         output_tokens: int,
         reported_cost: float | None = None,
         usage_problem: str | None = None,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
     ) -> float:
         """Record a request that was sent, with the usage the server reported; returns its cost.
 
+        `input_tokens` is the whole prompt; the cache counts say how much of it was read
+        from or written to the provider's prompt cache, each priced at its own rate.
         Under a token or cost limit, a report beyond the reservation (or one that cannot be
         read) is a breach: the request is charged at least what was reserved, and
         `reservation.breach` says why."""
         cost = reported_cost
         if cost is None and self.pricer is not None:
-            cost = self.pricer.cost(reservation.model, input_tokens, output_tokens)
+            cost = self.pricer.cost(
+                reservation.model,
+                input_tokens,
+                output_tokens,
+                cache_read_tokens,
+                cache_write_tokens,
+            )
         cost = cost or 0.0
         why = self._overrun(reservation, input_tokens, output_tokens, cost, usage_problem)
         if why is not None:
@@ -208,7 +244,9 @@ class Ledger:
                 _tally(self.by_model, reservation.model),
                 _tally(self.by_depth, str(reservation.depth)),
             ):
-                tally.add(1, input_tokens, output_tokens, cost)
+                tally.add(
+                    1, input_tokens, output_tokens, cost, cache_read_tokens, cache_write_tokens
+                )
         return cost
 
     def _overrun(

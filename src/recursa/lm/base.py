@@ -22,6 +22,11 @@ class Completion:
     finish_reason: str | None = None
     usage_problem: str | None = None
     """Why the reported usage cannot be trusted (a field missing, negative, NaN...), if so."""
+    cache_read_tokens: int = 0
+    """Of `input_tokens`, those the provider served from its prompt cache (priced lower)."""
+    cache_write_tokens: int = 0
+    """Of `input_tokens`, those written to the provider's prompt cache (Anthropic prices
+    these above plain input)."""
 
 
 @runtime_checkable

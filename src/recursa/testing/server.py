@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from recursa.testing.prompt_cache import MIN_CACHEABLE_TOKENS, PromptCache
 from recursa.testing.scripted import (
     LMRequest,
     Reply,
@@ -229,11 +230,11 @@ class _Handler(BaseHTTPRequestHandler):
                 retry_after=reply.retry_after,
             )
             return
-        fake._account(request, reply)
+        cached = fake._account(request, reply)
         if wire == "openai":
             self._answer_openai(request, reply)
         else:
-            self._answer_anthropic(request, reply)
+            self._answer_anthropic(request, reply, cached)
 
     def _parse(self, wire: Wire, raw: bytes) -> LMRequest:
         try:
@@ -319,8 +320,14 @@ class _Handler(BaseHTTPRequestHandler):
         lines.append("data: [DONE]\n\n")
         self._send(200, "".join(lines).encode(), "text/event-stream", {"Cache-Control": "no-cache"})
 
-    def _answer_anthropic(self, request: LMRequest, reply: Reply) -> None:
+    def _answer_anthropic(self, request: LMRequest, reply: Reply, cached: tuple[int, int]) -> None:
         inp, out = usage_of(request, reply)
+        read, written = cached
+        usage = {
+            "input_tokens": inp - read - written,
+            "cache_creation_input_tokens": written,
+            "cache_read_input_tokens": read,
+        }
         rid = f"msg_fake_{self.server.fake._next_id()}"
         stop = _ANTHROPIC_STOP.get(reply.finish_reason, reply.finish_reason)
         if not request.stream:
@@ -334,7 +341,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "content": [{"type": "text", "text": reply.text}],
                     "stop_reason": stop,
                     "stop_sequence": None,
-                    "usage": {"input_tokens": inp, "output_tokens": out},
+                    "usage": {**usage, "output_tokens": out},
                 },
             )
             return
@@ -346,7 +353,7 @@ class _Handler(BaseHTTPRequestHandler):
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": inp, "output_tokens": 0},
+            "usage": {**usage, "output_tokens": 0},
         }
         events: list[tuple[str, dict[str, Any]]] = [
             ("message_start", {"type": "message_start", "message": start}),
@@ -397,6 +404,9 @@ class FakeLMServer:
     only then is the responder consulted. A responder that raises gives HTTP 500 with the
     exception's text, also kept in `errors`. `usage` and `by_model` total what successful
     responses REPORTED (cost only where the OpenAI wire reports it, as `usage.cost`).
+    On the Anthropic wire, `cache_control` breakpoints are honoured as the API documents
+    (`prompt_cache.PromptCache`, prefixes of at least `prompt_cache_min_tokens`); its
+    `input_tokens` here count the whole prompt, cached parts included.
     """
 
     def __init__(
@@ -411,8 +421,10 @@ class FakeLMServer:
         retry_after: float | None = None,
         drop_first: int = 0,
         models: Sequence[str] = ("fake-model",),
+        prompt_cache_min_tokens: int = MIN_CACHEABLE_TOKENS,
     ) -> None:
         self.responder = responder
+        self.prompt_cache = PromptCache(prompt_cache_min_tokens)
         self.host = host
         self.latency = latency
         self.fail_first = fail_first
@@ -540,8 +552,9 @@ class FakeLMServer:
             return list(self._errors)
 
     def reset(self) -> None:
-        """Forget requests, usage, errors and the in-flight maximum. Injection restarts:
-        `drop_first`/`fail_first` count from the next request again."""
+        """Forget requests, usage, errors, the in-flight maximum and the prompt cache.
+        Injection restarts: `drop_first`/`fail_first` count from the next request again."""
+        self.prompt_cache.clear()
         with self._lock:
             in_flight = self._in_flight
             self._clear()
@@ -596,8 +609,10 @@ class FakeLMServer:
             with self._lock:
                 self._in_flight -= 1
 
-    def _account(self, request: LMRequest, reply: Reply) -> None:
+    def _account(self, request: LMRequest, reply: Reply) -> tuple[int, int]:
+        """Total what this reply reports; returns its prompt-cache (read, written) tokens."""
         inp, out = usage_of(request, reply)
+        cached = self.prompt_cache.split(request, inp) if request.wire == "anthropic" else (0, 0)
         with self._lock:
             model = self._by_model.setdefault(request.model, _zero_usage())
             for totals in (self._usage, model):
@@ -606,3 +621,4 @@ class FakeLMServer:
                 totals["responses"] += 1
                 if reply.cost_usd is not None and request.wire == "openai":
                     totals["cost_usd"] += reply.cost_usd
+        return cached

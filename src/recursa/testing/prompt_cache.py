@@ -1,0 +1,71 @@
+"""Anthropic's prompt cache, as the fake server plays it.
+
+The Messages API caches the prompt prefix up to each `cache_control` breakpoint: a request
+whose prefix up to a breakpoint was written before reads it back (`cache_read_input_tokens`),
+the prefix up to its last breakpoint is written if it was not (`cache_creation_input_tokens`),
+and only the rest is plain `input_tokens`. A read is looked for at the breakpoints and at up
+to `LOOKBACK` block boundaries before each. Prefixes shorter than the model's minimum (1,024
+tokens for Sonnet and Opus) are not cached. The fake works at message granularity (a message
+with a marked block is a breakpoint), keys prefixes by model and exact content, and never
+expires them, as a run under the five-minute lifetime sees it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from typing import Any
+
+from recursa.testing.scripted import LMRequest, count_message_tokens
+
+__all__ = ["LOOKBACK", "MIN_CACHEABLE_TOKENS", "PromptCache"]
+
+MIN_CACHEABLE_TOKENS = 1024
+LOOKBACK = 20
+
+
+def _marked(content: Any) -> bool:
+    """True when a system or message content carries a `cache_control` block."""
+    return isinstance(content, list) and any(
+        isinstance(block, dict) and block.get("cache_control") for block in content
+    )
+
+
+class PromptCache:
+    """The prefixes written so far, and the split of each request's input they imply."""
+
+    def __init__(self, min_tokens: int = MIN_CACHEABLE_TOKENS) -> None:
+        self.min_tokens = min_tokens
+        self._written: set[str] = set()
+        self._lock = threading.Lock()
+
+    def split(self, request: LMRequest, input_tokens: int) -> tuple[int, int]:
+        """(read, written) tokens of this Anthropic request's `input_tokens`; records writes."""
+        body = request.body
+        raw = body.get("messages") if isinstance(body.get("messages"), list) else []
+        flags = [_marked(m.get("content")) if isinstance(m, dict) else False for m in raw]
+        if body.get("system"):
+            flags.insert(0, _marked(body.get("system")))
+        breakpoints = [i for i, flag in enumerate(flags) if flag]
+        if not breakpoints:
+            return 0, 0
+        looked = sorted({j for i in breakpoints for j in range(max(0, i - LOOKBACK), i + 1)})
+        candidates = {i: self._prefix(request, i, input_tokens) for i in looked}
+        writes = [candidates[i] for i in breakpoints if candidates[i][1] >= self.min_tokens]
+        with self._lock:
+            read = max((t for key, t in candidates.values() if key in self._written), default=0)
+            self._written.update(key for key, _ in writes)
+        return read, max(0, writes[-1][1] - read) if writes else 0
+
+    @staticmethod
+    def _prefix(request: LMRequest, last: int, input_tokens: int) -> tuple[str, int]:
+        """The key and token count of the prompt up to and including message `last`."""
+        head = request.messages[: last + 1]
+        text = json.dumps([request.model, head], sort_keys=True)
+        tokens = min(count_message_tokens(head), input_tokens)
+        return hashlib.sha256(text.encode()).hexdigest(), tokens
+
+    def clear(self) -> None:
+        with self._lock:
+            self._written.clear()
