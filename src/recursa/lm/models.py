@@ -15,7 +15,9 @@ import httpx
 
 from recursa.errors import ConfigError
 from recursa.lm.anthropic import AnthropicClient
+from recursa.lm.azure import AZURE_API_VERSION, AzureOpenAIClient
 from recursa.lm.base import LMClient
+from recursa.lm.gemini import GeminiClient
 from recursa.lm.openai_compat import (
     DEFAULT_DEADLINE,
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -34,7 +36,7 @@ __all__ = [
     "resolve_endpoint",
 ]
 
-Wire = Literal["openai", "anthropic"]
+Wire = Literal["openai", "anthropic", "gemini", "azure"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,11 +82,24 @@ PROVIDERS: dict[str, ProviderInfo] = {
         "OPENROUTER_API_KEY",
         True,
     ),
+    "gemini": ProviderInfo(
+        "gemini",
+        "https://generativelanguage.googleapis.com",
+        "GEMINI_BASE_URL",
+        "GEMINI_API_KEY",
+        True,
+    ),
+    "azure": ProviderInfo("azure", "", "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY", True),
 }
 """Every provider recursa knows, by the name used in `PROVIDER/MODEL`."""
 
 LOCAL_PROVIDERS: frozenset[str] = frozenset({"ollama", "vllm", "llamacpp", "lmstudio"})
 """Providers that run on the user's own machine (they cost nothing per token)."""
+
+AZURE_TOKEN_ENV = "AZURE_OPENAI_AD_TOKEN"
+"""A Microsoft Entra token, sent as a bearer token instead of the resource's key."""
+AZURE_VERSION_ENVS = ("AZURE_OPENAI_API_VERSION", "OPENAI_API_VERSION")
+"""Where Azure's `api-version` comes from (the first set), else `AZURE_API_VERSION`."""
 
 
 def _known() -> str:
@@ -126,6 +141,10 @@ class Endpoint:
     wire: Wire
     base_url: str
     api_key: str | None = field(default=None, repr=False)
+    api_version: str | None = None
+    """Azure's `api-version`."""
+    bearer: bool = False
+    """Azure: `api_key` is an Entra token, sent as `Authorization: Bearer`."""
 
     def __repr__(self) -> str:
         key = "***" if self.api_key else None
@@ -158,6 +177,8 @@ def resolve_endpoint(
     info = PROVIDERS.get(spec.provider)
     if info is None:
         raise ConfigError(f"unknown provider {spec.provider!r}; known providers: {_known()}")
+    if info.wire == "azure":
+        return _azure_endpoint(spec, info, base_url, env)
     chosen = (base_url or "").strip() or _env(env, info.base_url_env) or info.default_base_url
     url = normalize_base_url(chosen)
     api_key = _env(env, info.key_env)
@@ -171,6 +192,34 @@ def resolve_endpoint(
             f"{info.key_env} is not set: export it, or use --base-url for a local server"
         )
     return Endpoint(spec.provider, info.wire, url, api_key)
+
+
+def _azure_endpoint(
+    spec: ModelSpec, info: ProviderInfo, base_url: str | None, env: Mapping[str, str]
+) -> Endpoint:
+    """Azure has no default host: the resource's endpoint and a key (or token) are needed."""
+    chosen = (base_url or "").strip() or _env(env, info.base_url_env)
+    if not chosen:
+        raise ConfigError(
+            f"{info.base_url_env} is not set: export it (https://RESOURCE.openai.azure.com) "
+            "or use --base-url"
+        )
+    key, token = _env(env, info.key_env), _env(env, AZURE_TOKEN_ENV)
+    if key is None and token is None:
+        raise ConfigError(
+            f"{info.key_env} is not set: export it, or {AZURE_TOKEN_ENV} for an Entra token"
+        )
+    version = next(
+        (v for v in (_env(env, name) for name in AZURE_VERSION_ENVS) if v), AZURE_API_VERSION
+    )
+    return Endpoint(
+        spec.provider,
+        info.wire,
+        normalize_base_url(chosen),
+        key or token,
+        api_version=version,
+        bearer=key is None,
+    )
 
 
 def make_client(
@@ -192,4 +241,14 @@ def make_client(
         return AnthropicClient(endpoint.base_url, endpoint.api_key, **options)
     if endpoint.wire == "openai":
         return OpenAICompatClient(endpoint.base_url, endpoint.api_key, **options)
+    if endpoint.wire == "gemini":
+        return GeminiClient(endpoint.base_url, endpoint.api_key, **options)
+    if endpoint.wire == "azure":
+        return AzureOpenAIClient(
+            endpoint.base_url,
+            endpoint.api_key,
+            api_version=endpoint.api_version or AZURE_API_VERSION,
+            bearer=endpoint.bearer,
+            **options,
+        )
     raise ConfigError(f"unknown wire format {endpoint.wire!r}")

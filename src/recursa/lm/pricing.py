@@ -221,8 +221,8 @@ class PriceTable:
 
     def lookup(self, model: str) -> Price | None:
         """The price of `PROVIDER/MODEL`: exact entry, else the entry without a date suffix;
-        local providers are free; `openrouter/X/Y` falls back to X/Y's list price. None when
-        unknown."""
+        local providers are free; `openrouter/X/Y` falls back to X/Y's list price and
+        `azure/DEPLOYMENT` to `openai/DEPLOYMENT`'s. None when unknown."""
         key = _norm_key(model)
         found = self._match(key)
         if found is not None:
@@ -234,6 +234,10 @@ class PriceTable:
             # OpenRouter passes first-party list prices through; its names use dots for
             # versions where Anthropic uses dashes (claude-3.5-sonnet).
             return self._match(name) or self._match(name.replace(".", "-"))
+        if provider == "azure":
+            # A deployment is usually named after its model; Azure's global list prices
+            # are OpenAI's. Other names need --price.
+            return self._match(f"openai/{name}")
         return None
 
     def _match(self, key: str) -> Price | None:

@@ -18,6 +18,13 @@ from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from recursa.testing.other_wires import (
+    AZURE_PATH,
+    GEMINI_PATH,
+    gemini_answer,
+    gemini_error,
+    gemini_messages,
+)
 from recursa.testing.prompt_cache import MIN_CACHEABLE_TOKENS, PromptCache
 from recursa.testing.scripted import (
     LMRequest,
@@ -161,6 +168,9 @@ class _Handler(BaseHTTPRequestHandler):
         body: dict[str, Any] | None = None,
         retry_after: float | None = None,
     ) -> None:
+        if body is None and wire == "gemini":
+            self._send_json(status, gemini_error(status, message, retry_after))
+            return
         if body is None:
             if wire == "anthropic":
                 kind = "rate_limit_error" if status == 429 else "api_error"
@@ -201,10 +211,19 @@ class _Handler(BaseHTTPRequestHandler):
             wire: Wire = "openai"
         elif path == "/v1/messages":
             wire = "anthropic"
+        elif GEMINI_PATH.match(path):
+            wire = "gemini"
+        elif AZURE_PATH.match(path):
+            wire = "azure"
         else:
             self._send_error("openai", 404, f"no such endpoint: POST {self.path}")
             return
         fake = self.server.fake
+        refused = self._refuse_auth(wire)
+        if refused:
+            fake._record_error(f"bad request: {refused[1]}")
+            self._send_error(wire, *refused)
+            return
         try:
             request = self._parse(wire, body)
         except ValueError as exc:
@@ -231,10 +250,25 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         cached = fake._account(request, reply)
-        if wire == "openai":
+        if wire in ("openai", "azure"):
             self._answer_openai(request, reply)
+        elif wire == "gemini":
+            inp, out = usage_of(request, reply)
+            self._send_json(200, gemini_answer(request.model, reply, inp, out))
         else:
             self._answer_anthropic(request, reply, cached)
+
+    def _refuse_auth(self, wire: Wire) -> tuple[int, str] | None:
+        """Gemini wants its key, Azure a key or token and an api-version, as the real ones."""
+        query = self.path.partition("?")[2]
+        if wire == "gemini" and not self.headers.get("x-goog-api-key"):
+            return 403, "Method doesn't allow unregistered callers: pass an API key"
+        if wire == "azure":
+            if not (self.headers.get("api-key") or self.headers.get("authorization")):
+                return 401, "Access denied due to missing subscription key."
+            if "api-version=" not in query:
+                return 404, "Resource not found: the api-version query parameter is required"
+        return None
 
     def _parse(self, wire: Wire, raw: bytes) -> LMRequest:
         try:
@@ -243,6 +277,22 @@ class _Handler(BaseHTTPRequestHandler):
             raise ValueError(f"body is not JSON: {exc}") from None
         if not isinstance(body, dict):
             raise ValueError("body must be a JSON object")
+        path = self.path.split("?", 1)[0].rstrip("/")
+        if wire == "gemini":
+            config = body.get("generationConfig") or {}
+            limit = config.get("maxOutputTokens") if isinstance(config, dict) else None
+            return LMRequest(
+                messages=gemini_messages(body),
+                model=GEMINI_PATH.match(path).group(1),  # type: ignore[union-attr]
+                max_tokens=limit if isinstance(limit, int) else None,
+                wire=wire,
+                temperature=config.get("temperature") if isinstance(config, dict) else None,
+                headers={k.lower(): v for k, v in self.headers.items()},
+                body=body,
+            )
+        sent = body
+        if wire == "azure":  # the deployment in the path names the model
+            body = {**body, "model": AZURE_PATH.match(path).group(1)}  # type: ignore[union-attr]
         messages = _messages(body.get("messages"))
         if wire == "anthropic":
             if not self.headers.get("anthropic-version"):
@@ -263,7 +313,7 @@ class _Handler(BaseHTTPRequestHandler):
             temperature=body.get("temperature"),
             stream=bool(body.get("stream")),
             headers={k.lower(): v for k, v in self.headers.items()},
-            body=body,
+            body=sent,
         )
 
     def _answer_openai(self, request: LMRequest, reply: Reply) -> None:
