@@ -32,6 +32,7 @@ from .output import (
     one_line,
     report,
 )
+from .prices import prices_command
 from .serve import mcp, serve
 
 if TYPE_CHECKING:
@@ -408,6 +409,7 @@ cli.add_command(mine_command)
 cli.add_command(distill_command)
 cli.add_command(pipeline_command)
 cli.add_command(batch_command)
+cli.add_command(prices_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,7 +15,7 @@ import math
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
@@ -41,6 +41,10 @@ class Price:
     output_per_mtok: float
     cache_read_per_mtok: float | None = None
     cache_write_per_mtok: float | None = None
+    source: str | None = field(default=None, compare=False)
+    """Where the rates were read (the provider's price page); not part of a price's value."""
+    as_of: str | None = field(default=None, compare=False)
+    """The date they were read, YYYY-MM-DD."""
 
     def __post_init__(self) -> None:
         for name in _RATES:
@@ -125,6 +129,13 @@ def _price_from(key: str, value: Any, origin: str) -> Price:
                 f"{where} needs input_per_mtok and output_per_mtok (USD per million tokens)"
             ) from None
         raw += [value.get("cache_read_per_mtok"), value.get("cache_write_per_mtok")]
+        notes = {k: value.get(k) for k in ("source", "as_of")}
+        if not all(v is None or isinstance(v, str) for v in notes.values()):
+            raise ConfigError(f"{where}: source and as_of must be text")
+        try:
+            return Price(*raw, **notes)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     elif isinstance(value, Sequence) and 2 <= len(value) <= 4:
         raw = list(value)
     else:
