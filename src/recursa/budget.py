@@ -63,6 +63,8 @@ class Tally:
     """Of `input_tokens`, those the provider served from its prompt cache."""
     cache_write_tokens: int = 0
     """Of `input_tokens`, those written to the provider's prompt cache."""
+    reasoning_tokens: int = 0
+    """Of `output_tokens`, those the model spent reasoning."""
 
     def add(
         self,
@@ -72,6 +74,7 @@ class Tally:
         cost: float,
         cache_read_tokens: int = 0,
         cache_write_tokens: int = 0,
+        reasoning_tokens: int = 0,
     ) -> None:
         self.llm_calls += calls
         self.input_tokens += input_tokens
@@ -79,6 +82,7 @@ class Tally:
         self.cost_usd += cost
         self.cache_read_tokens += cache_read_tokens
         self.cache_write_tokens += cache_write_tokens
+        self.reasoning_tokens += reasoning_tokens
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,6 +92,7 @@ class Tally:
             "cost_usd": round(self.cost_usd, 10),
             "cache_read_tokens": self.cache_read_tokens,
             "cache_write_tokens": self.cache_write_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
         }
 
 
@@ -210,6 +215,7 @@ class Ledger:
         usage_problem: str | None = None,
         cache_read_tokens: int = 0,
         cache_write_tokens: int = 0,
+        reasoning_tokens: int = 0,
     ) -> float:
         """Record a request that was sent, with the usage the server reported; returns its cost.
 
@@ -245,7 +251,13 @@ class Ledger:
                 _tally(self.by_depth, str(reservation.depth)),
             ):
                 tally.add(
-                    1, input_tokens, output_tokens, cost, cache_read_tokens, cache_write_tokens
+                    1,
+                    input_tokens,
+                    output_tokens,
+                    cost,
+                    cache_read_tokens,
+                    cache_write_tokens,
+                    reasoning_tokens,
                 )
         return cost
 

@@ -254,6 +254,7 @@ class Gateway:
                 completion.usage_problem,
                 completion.cache_read_tokens,
                 completion.cache_write_tokens,
+                completion.reasoning_tokens,
             )
             self._notify()
             self._ended(
@@ -265,6 +266,7 @@ class Gateway:
                 cost_usd=cost,
                 cache_read_tokens=completion.cache_read_tokens,
                 cache_write_tokens=completion.cache_write_tokens,
+                reasoning_tokens=completion.reasoning_tokens,
             )
             if reservation.breach is not None:
                 limit = self.ledger.breach_limit

@@ -27,6 +27,8 @@ class Completion:
     cache_write_tokens: int = 0
     """Of `input_tokens`, those written to the provider's prompt cache (Anthropic prices
     these above plain input)."""
+    reasoning_tokens: int = 0
+    """Of `output_tokens`, those the model spent reasoning (billed as output, not shown)."""
 
 
 @runtime_checkable

@@ -161,9 +161,8 @@ def parse_gemini_response(data: Any, model: str) -> Completion:
     usage = UsageReader(data.get("usageMetadata"))
     input_tokens = usage.tokens("promptTokenCount")
     # Gemini leaves out a count that is zero (no visible output, no thinking).
-    output_tokens = usage.tokens("candidatesTokenCount", required=False) + usage.tokens(
-        "thoughtsTokenCount", required=False
-    )
+    thoughts = usage.tokens("thoughtsTokenCount", required=False)
+    output_tokens = usage.tokens("candidatesTokenCount", required=False) + thoughts
     cached = min(input_tokens, usage.tokens("cachedContentTokenCount", required=False))
     finish = first.get("finishReason")
     served = data.get("modelVersion")
@@ -175,4 +174,5 @@ def parse_gemini_response(data: Any, model: str) -> Completion:
         finish_reason=finish if isinstance(finish, str) else None,
         usage_problem=usage.problem,
         cache_read_tokens=cached,
+        reasoning_tokens=thoughts,
     )

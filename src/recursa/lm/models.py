@@ -24,6 +24,7 @@ from recursa.lm.openai_compat import (
     OpenAICompatClient,
     normalize_base_url,
 )
+from recursa.lm.responses import ResponsesClient, needs_responses
 
 __all__ = [
     "LOCAL_PROVIDERS",
@@ -36,7 +37,7 @@ __all__ = [
     "resolve_endpoint",
 ]
 
-Wire = Literal["openai", "anthropic", "gemini", "azure"]
+Wire = Literal["openai", "anthropic", "gemini", "azure", "responses"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +192,10 @@ def resolve_endpoint(
         raise ConfigError(
             f"{info.key_env} is not set: export it, or use --base-url for a local server"
         )
-    return Endpoint(spec.provider, info.wire, url, api_key)
+    wire: Wire = info.wire
+    if spec.provider == "openai" and needs_responses(spec.name):
+        wire = "responses"  # served by the Responses API alone
+    return Endpoint(spec.provider, wire, url, api_key)
 
 
 def _azure_endpoint(
@@ -241,6 +245,8 @@ def make_client(
         return AnthropicClient(endpoint.base_url, endpoint.api_key, **options)
     if endpoint.wire == "openai":
         return OpenAICompatClient(endpoint.base_url, endpoint.api_key, **options)
+    if endpoint.wire == "responses":
+        return ResponsesClient(endpoint.base_url, endpoint.api_key, **options)
     if endpoint.wire == "gemini":
         return GeminiClient(endpoint.base_url, endpoint.api_key, **options)
     if endpoint.wire == "azure":

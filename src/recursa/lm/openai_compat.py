@@ -612,13 +612,16 @@ def parse_openai_completion(data: Any, model: str) -> Completion:
     input_tokens = usage.tokens("prompt_tokens")
     # OpenAI caches long prompts' stable prefixes by itself and says how much it read back.
     cached = min(input_tokens, usage.nested_tokens("prompt_tokens_details", "cached_tokens"))
+    output_tokens = usage.tokens("completion_tokens")
+    reasoning = usage.nested_tokens("completion_tokens_details", "reasoning_tokens")
     return Completion(
         text=text,
         input_tokens=input_tokens,
-        output_tokens=usage.tokens("completion_tokens"),
+        output_tokens=output_tokens,
         cost_usd=usage.cost(),
         model=served if isinstance(served, str) and served else model,
         finish_reason=finish if isinstance(finish, str) else None,
         usage_problem=usage.problem,
         cache_read_tokens=cached,
+        reasoning_tokens=min(output_tokens, reasoning),
     )

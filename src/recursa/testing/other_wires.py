@@ -1,4 +1,5 @@
-"""The fake server's Gemini and Azure OpenAI wire formats, as the providers document them.
+"""The fake server's Gemini, Azure OpenAI and OpenAI Responses wire formats, as the
+providers document them.
 
 Gemini: `POST /v1beta/models/{model}:generateContent` with the key in `x-goog-api-key`;
 `contents` of `user`/`model` turns with text `parts`, `systemInstruction`, and
@@ -6,6 +7,9 @@ Gemini: `POST /v1beta/models/{model}:generateContent` with the key in `x-goog-ap
 `{"error": {"code", "message", "status", "details"}}` with the wait of a 429 in a
 `google.rpc.RetryInfo` detail. Azure OpenAI: `POST /openai/deployments/{deployment}/chat/
 completions?api-version=...` with `api-key` or a bearer token; OpenAI's body and answer.
+Responses: `POST /v1/responses` with `instructions`, `input` messages and
+`max_output_tokens`; a Response with `output` items and `usage` (`status: incomplete` when
+cut at `max_output_tokens`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ __all__ = [
     "gemini_answer",
     "gemini_error",
     "gemini_messages",
+    "responses_answer",
+    "responses_messages",
 ]
 
 GEMINI_PATH = re.compile(r"^/v1beta/models/([^/:]+):generateContent$")
@@ -96,3 +102,55 @@ def gemini_error(status: int, message: str, retry_after: float | None) -> dict[s
             {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_after:g}s"}
         ]
     return {"error": error}
+
+
+def responses_messages(body: dict[str, Any]) -> list[dict[str, str]]:
+    """A Responses request's `instructions` and `input` as chat messages."""
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise ValueError("model: field required")
+    raw = body.get("input")
+    items = [{"role": "user", "content": raw}] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not items:
+        raise ValueError("input: a string or a list of items is required")
+    messages = []
+    if isinstance(body.get("instructions"), str):
+        messages.append({"role": "system", "content": body["instructions"]})
+    for item in items:
+        if not isinstance(item, dict) or item.get("role") not in (
+            "user", "assistant", "system", "developer",
+        ):  # fmt: skip
+            raise ValueError(f"each input item needs a role: {item!r:.80}")
+        content = item.get("content")
+        text = content if isinstance(content, str) else _text(content)
+        role = "system" if item["role"] == "developer" else item["role"]
+        messages.append({"role": role, "content": text})
+    return messages
+
+
+def responses_answer(model: str, reply: Reply, inp: int, out: int) -> dict[str, Any]:
+    """A Response object: one output message, usage with its details."""
+    cut = reply.finish_reason == "length"
+    return {
+        "id": "resp_fake",
+        "object": "response",
+        "model": model,
+        "status": "incomplete" if cut else "completed",
+        "incomplete_details": {"reason": "max_output_tokens"} if cut else None,
+        "error": None,
+        "output": [
+            {
+                "type": "message",
+                "id": "msg_fake",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": reply.text, "annotations": []}],
+            }
+        ],
+        "usage": {
+            "input_tokens": inp,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": out,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": inp + out,
+        },
+    }

@@ -24,6 +24,8 @@ from recursa.testing.other_wires import (
     gemini_answer,
     gemini_error,
     gemini_messages,
+    responses_answer,
+    responses_messages,
 )
 from recursa.testing.prompt_cache import MIN_CACHEABLE_TOKENS, PromptCache
 from recursa.testing.scripted import (
@@ -215,6 +217,8 @@ class _Handler(BaseHTTPRequestHandler):
             wire = "gemini"
         elif AZURE_PATH.match(path):
             wire = "azure"
+        elif path == "/v1/responses":
+            wire = "responses"
         else:
             self._send_error("openai", 404, f"no such endpoint: POST {self.path}")
             return
@@ -255,6 +259,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif wire == "gemini":
             inp, out = usage_of(request, reply)
             self._send_json(200, gemini_answer(request.model, reply, inp, out))
+        elif wire == "responses":
+            inp, out = usage_of(request, reply)
+            self._send_json(200, responses_answer(request.model, reply, inp, out))
         else:
             self._answer_anthropic(request, reply, cached)
 
@@ -291,6 +298,17 @@ class _Handler(BaseHTTPRequestHandler):
                 body=body,
             )
         sent = body
+        if wire == "responses":
+            limit = body.get("max_output_tokens")
+            return LMRequest(
+                messages=responses_messages(body),
+                model=str(body.get("model") or ""),
+                max_tokens=limit if isinstance(limit, int) else None,
+                wire=wire,
+                temperature=body.get("temperature"),
+                headers={k.lower(): v for k, v in self.headers.items()},
+                body=body,
+            )
         if wire == "azure":  # the deployment in the path names the model
             body = {**body, "model": AZURE_PATH.match(path).group(1)}  # type: ignore[union-attr]
         messages = _messages(body.get("messages"))
