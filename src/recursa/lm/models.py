@@ -17,6 +17,13 @@ from recursa.errors import ConfigError
 from recursa.lm.anthropic import AnthropicClient
 from recursa.lm.azure import AZURE_API_VERSION, AzureOpenAIClient
 from recursa.lm.base import LMClient
+from recursa.lm.bedrock import (
+    BEDROCK_TOKEN_ENV,
+    ENDPOINT_ENV,
+    BedrockClient,
+    aws_credentials,
+    aws_region,
+)
 from recursa.lm.gemini import GeminiClient
 from recursa.lm.openai_compat import (
     DEFAULT_DEADLINE,
@@ -37,7 +44,7 @@ __all__ = [
     "resolve_endpoint",
 ]
 
-Wire = Literal["openai", "anthropic", "gemini", "azure", "responses"]
+Wire = Literal["openai", "anthropic", "gemini", "azure", "responses", "bedrock"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +98,7 @@ PROVIDERS: dict[str, ProviderInfo] = {
         True,
     ),
     "azure": ProviderInfo("azure", "", "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY", True),
+    "bedrock": ProviderInfo("bedrock", "", ENDPOINT_ENV, BEDROCK_TOKEN_ENV, False),
 }
 """Every provider recursa knows, by the name used in `PROVIDER/MODEL`."""
 
@@ -146,6 +154,10 @@ class Endpoint:
     """Azure's `api-version`."""
     bearer: bool = False
     """Azure: `api_key` is an Entra token, sent as `Authorization: Bearer`."""
+    region: str | None = None
+    """Bedrock's AWS region."""
+    credentials: Any = field(default=None, repr=False, compare=False)
+    """Bedrock without an API key: the botocore credentials that sign each request."""
 
     def __repr__(self) -> str:
         key = "***" if self.api_key else None
@@ -180,6 +192,8 @@ def resolve_endpoint(
         raise ConfigError(f"unknown provider {spec.provider!r}; known providers: {_known()}")
     if info.wire == "azure":
         return _azure_endpoint(spec, info, base_url, env)
+    if info.wire == "bedrock":
+        return _bedrock_endpoint(spec, base_url, env)
     chosen = (base_url or "").strip() or _env(env, info.base_url_env) or info.default_base_url
     url = normalize_base_url(chosen)
     api_key = _env(env, info.key_env)
@@ -226,6 +240,26 @@ def _azure_endpoint(
     )
 
 
+def _bedrock_endpoint(spec: ModelSpec, base_url: str | None, env: Mapping[str, str]) -> Endpoint:
+    """A Bedrock API key when one is set, else AWS credentials (SigV4); the region's host."""
+    region = aws_region(env)
+    chosen = (
+        (base_url or "").strip()
+        or _env(env, ENDPOINT_ENV)
+        or f"https://bedrock-runtime.{region}.amazonaws.com"
+    )
+    token = _env(env, BEDROCK_TOKEN_ENV)
+    credentials = None if token else aws_credentials(env)
+    return Endpoint(
+        spec.provider,
+        "bedrock",
+        normalize_base_url(chosen),
+        token,
+        region=region,
+        credentials=credentials,
+    )
+
+
 def make_client(
     endpoint: Endpoint,
     *,
@@ -245,6 +279,14 @@ def make_client(
         return AnthropicClient(endpoint.base_url, endpoint.api_key, **options)
     if endpoint.wire == "openai":
         return OpenAICompatClient(endpoint.base_url, endpoint.api_key, **options)
+    if endpoint.wire == "bedrock":
+        return BedrockClient(
+            endpoint.base_url,
+            endpoint.api_key,
+            region=endpoint.region or "",
+            credentials=endpoint.credentials,
+            **options,
+        )
     if endpoint.wire == "responses":
         return ResponsesClient(endpoint.base_url, endpoint.api_key, **options)
     if endpoint.wire == "gemini":

@@ -26,6 +26,10 @@ from recursa.lm.models import LOCAL_PROVIDERS
 
 __all__ = ["Price", "PriceTable", "parse_price"]
 
+_BEDROCK_ANTHROPIC = re.compile(
+    r"^(?:[a-z]+\.)?anthropic\.(claude-[a-z0-9.-]+?)(?:-v\d+(?::\d+)?)?$"
+)
+"""A Bedrock id or inference profile of a Claude model: `us.anthropic.claude-...-v1:0`."""
 _DATE_SUFFIX = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8}|latest)$")
 """Dated snapshot names (`gpt-4o-2024-08-06`, `claude-sonnet-4-20250514`) and `-latest`."""
 
@@ -233,7 +237,8 @@ class PriceTable:
     def lookup(self, model: str) -> Price | None:
         """The price of `PROVIDER/MODEL`: exact entry, else the entry without a date suffix;
         local providers are free; `openrouter/X/Y` falls back to X/Y's list price and
-        `azure/DEPLOYMENT` to `openai/DEPLOYMENT`'s. None when unknown."""
+        `azure/DEPLOYMENT` to `openai/DEPLOYMENT`'s, a Claude model on Bedrock to
+        Anthropic's. None when unknown."""
         key = _norm_key(model)
         found = self._match(key)
         if found is not None:
@@ -245,6 +250,9 @@ class PriceTable:
             # OpenRouter passes first-party list prices through; its names use dots for
             # versions where Anthropic uses dashes (claude-3.5-sonnet).
             return self._match(name) or self._match(name.replace(".", "-"))
+        if provider == "bedrock" and (claude := _BEDROCK_ANTHROPIC.match(name)):
+            # Bedrock's on-demand list prices for Claude are Anthropic's.
+            return self._match(f"anthropic/{claude.group(1)}")
         if provider == "azure":
             # A deployment is usually named after its model; Azure's global list prices
             # are OpenAI's. Other names need --price.

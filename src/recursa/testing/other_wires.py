@@ -1,5 +1,5 @@
-"""The fake server's Gemini, Azure OpenAI and OpenAI Responses wire formats, as the
-providers document them.
+"""The fake server's Gemini, Azure OpenAI, OpenAI Responses and Bedrock Converse wire
+formats, as the providers document them.
 
 Gemini: `POST /v1beta/models/{model}:generateContent` with the key in `x-goog-api-key`;
 `contents` of `user`/`model` turns with text `parts`, `systemInstruction`, and
@@ -9,7 +9,10 @@ Gemini: `POST /v1beta/models/{model}:generateContent` with the key in `x-goog-ap
 completions?api-version=...` with `api-key` or a bearer token; OpenAI's body and answer.
 Responses: `POST /v1/responses` with `instructions`, `input` messages and
 `max_output_tokens`; a Response with `output` items and `usage` (`status: incomplete` when
-cut at `max_output_tokens`).
+cut at `max_output_tokens`). Bedrock: `POST /model/{modelId}/converse`, signed with SigV4
+(`AWS4-HMAC-SHA256` for service `bedrock`, `x-amz-date`) or a Bedrock API key as a bearer
+token; `system` and `messages` of text blocks, `inferenceConfig.maxTokens`; errors are
+`{"message"}` with the exception's name in `x-amzn-ErrorType`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,12 @@ from recursa.testing.scripted import Reply
 
 __all__ = [
     "AZURE_PATH",
+    "BEDROCK_PATH",
     "GEMINI_PATH",
+    "bedrock_answer",
+    "bedrock_auth_problem",
+    "bedrock_error",
+    "bedrock_messages",
     "gemini_answer",
     "gemini_error",
     "gemini_messages",
@@ -31,6 +39,19 @@ __all__ = [
 
 GEMINI_PATH = re.compile(r"^/v1beta/models/([^/:]+):generateContent$")
 AZURE_PATH = re.compile(r"^/openai/deployments/([^/]+)/chat/completions$")
+BEDROCK_PATH = re.compile(r"^/model/([^/]+)/converse$")
+_SIGV4 = re.compile(
+    r"^AWS4-HMAC-SHA256 Credential=[A-Z0-9]+/\d{8}/[a-z0-9-]+/bedrock/aws4_request, "
+    r"SignedHeaders=[a-z0-9;-]*host[a-z0-9;-]*, Signature=[0-9a-f]{64}$"
+)
+_BEDROCK_ERRORS = {
+    400: "ValidationException",
+    403: "AccessDeniedException",
+    404: "ResourceNotFoundException",
+    429: "ThrottlingException",
+    500: "InternalServerException",
+    503: "ServiceUnavailableException",
+}
 _STATUS = {
     400: "INVALID_ARGUMENT",
     401: "UNAUTHENTICATED",
@@ -154,3 +175,50 @@ def responses_answer(model: str, reply: Reply, inp: int, out: int) -> dict[str, 
             "total_tokens": inp + out,
         },
     }
+
+
+def bedrock_auth_problem(headers: Any) -> str | None:
+    """Why a Converse request's credentials would be refused, or None."""
+    auth = headers.get("authorization") or ""
+    if auth.startswith("Bearer ") and len(auth) > 7:
+        return None
+    if not _SIGV4.match(auth):
+        return "Missing Authentication Token"
+    if not headers.get("x-amz-date"):
+        return "Authorization header requires existence of either a 'X-Amz-Date' header"
+    return None
+
+
+def bedrock_messages(body: dict[str, Any]) -> list[dict[str, str]]:
+    """A Converse body's `system` and `messages` as chat messages."""
+    raw = body.get("messages")
+    if not isinstance(raw, list) or not raw:
+        raise ValueError("messages: at least one message is required")
+    messages = []
+    system = body.get("system")
+    if system is not None:
+        if not isinstance(system, list):
+            raise ValueError("system must be a list of content blocks")
+        messages.append({"role": "system", "content": _text(system)})
+    for m in raw:
+        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
+            raise ValueError("each message needs role 'user' or 'assistant'")
+        messages.append({"role": m["role"], "content": _text(m.get("content"))})
+    return messages
+
+
+def bedrock_answer(reply: Reply, inp: int, out: int) -> dict[str, Any]:
+    """A ConverseResponse."""
+    stop = {"stop": "end_turn", "length": "max_tokens"}.get(reply.finish_reason or "stop")
+    return {
+        "output": {"message": {"role": "assistant", "content": [{"text": reply.text}]}},
+        "stopReason": stop or reply.finish_reason,
+        "usage": {"inputTokens": inp, "outputTokens": out, "totalTokens": inp + out},
+        "metrics": {"latencyMs": 1},
+    }
+
+
+def bedrock_error(status: int, message: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """Bedrock's error body and its `x-amzn-ErrorType` header."""
+    kind = _BEDROCK_ERRORS.get(status, "InternalServerException")
+    return {"message": message}, {"x-amzn-ErrorType": f"{kind}:http://internal.amazon.com/"}

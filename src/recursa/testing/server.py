@@ -14,13 +14,19 @@ import json
 import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from recursa.testing.other_wires import (
     AZURE_PATH,
+    BEDROCK_PATH,
     GEMINI_PATH,
+    bedrock_answer,
+    bedrock_auth_problem,
+    bedrock_error,
+    bedrock_messages,
     gemini_answer,
     gemini_error,
     gemini_messages,
@@ -173,6 +179,9 @@ class _Handler(BaseHTTPRequestHandler):
         if body is None and wire == "gemini":
             self._send_json(status, gemini_error(status, message, retry_after))
             return
+        if body is None and wire == "bedrock":
+            self._send_json(status, *bedrock_error(status, message))
+            return
         if body is None:
             if wire == "anthropic":
                 kind = "rate_limit_error" if status == 429 else "api_error"
@@ -219,6 +228,8 @@ class _Handler(BaseHTTPRequestHandler):
             wire = "azure"
         elif path == "/v1/responses":
             wire = "responses"
+        elif BEDROCK_PATH.match(path):
+            wire = "bedrock"
         else:
             self._send_error("openai", 404, f"no such endpoint: POST {self.path}")
             return
@@ -262,6 +273,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif wire == "responses":
             inp, out = usage_of(request, reply)
             self._send_json(200, responses_answer(request.model, reply, inp, out))
+        elif wire == "bedrock":
+            self._send_json(200, bedrock_answer(reply, *usage_of(request, reply)))
         else:
             self._answer_anthropic(request, reply, cached)
 
@@ -270,6 +283,8 @@ class _Handler(BaseHTTPRequestHandler):
         query = self.path.partition("?")[2]
         if wire == "gemini" and not self.headers.get("x-goog-api-key"):
             return 403, "Method doesn't allow unregistered callers: pass an API key"
+        if wire == "bedrock" and (problem := bedrock_auth_problem(self.headers)):
+            return 403, problem
         if wire == "azure":
             if not (self.headers.get("api-key") or self.headers.get("authorization")):
                 return 401, "Access denied due to missing subscription key."
@@ -298,6 +313,19 @@ class _Handler(BaseHTTPRequestHandler):
                 body=body,
             )
         sent = body
+        if wire == "bedrock":
+            config = body.get("inferenceConfig") or {}
+            limit = config.get("maxTokens") if isinstance(config, dict) else None
+            model = BEDROCK_PATH.match(path).group(1)  # type: ignore[union-attr]
+            return LMRequest(
+                messages=bedrock_messages(body),
+                model=urllib.parse.unquote(model),
+                max_tokens=limit if isinstance(limit, int) else None,
+                wire=wire,
+                temperature=config.get("temperature") if isinstance(config, dict) else None,
+                headers={k.lower(): v for k, v in self.headers.items()},
+                body=body,
+            )
         if wire == "responses":
             limit = body.get("max_output_tokens")
             return LMRequest(
