@@ -25,6 +25,7 @@ from recursa.lm.bedrock import (
     aws_region,
 )
 from recursa.lm.gemini import GeminiClient
+from recursa.lm.llm_library import LLMLibraryClient, check_model
 from recursa.lm.openai_compat import (
     DEFAULT_DEADLINE,
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -44,7 +45,7 @@ __all__ = [
     "resolve_endpoint",
 ]
 
-Wire = Literal["openai", "anthropic", "gemini", "azure", "responses", "bedrock"]
+Wire = Literal["openai", "anthropic", "gemini", "azure", "responses", "bedrock", "llm"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +100,7 @@ PROVIDERS: dict[str, ProviderInfo] = {
     ),
     "azure": ProviderInfo("azure", "", "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY", True),
     "bedrock": ProviderInfo("bedrock", "", ENDPOINT_ENV, BEDROCK_TOKEN_ENV, False),
+    "llm": ProviderInfo("llm", "", None, None, False),
 }
 """Every provider recursa knows, by the name used in `PROVIDER/MODEL`."""
 
@@ -194,6 +196,9 @@ def resolve_endpoint(
         return _azure_endpoint(spec, info, base_url, env)
     if info.wire == "bedrock":
         return _bedrock_endpoint(spec, base_url, env)
+    if info.wire == "llm":  # the llm library finds the model, its key and its server
+        check_model(spec.name)
+        return Endpoint(spec.provider, "llm", "")
     chosen = (base_url or "").strip() or _env(env, info.base_url_env) or info.default_base_url
     url = normalize_base_url(chosen)
     api_key = _env(env, info.key_env)
@@ -279,6 +284,8 @@ def make_client(
         return AnthropicClient(endpoint.base_url, endpoint.api_key, **options)
     if endpoint.wire == "openai":
         return OpenAICompatClient(endpoint.base_url, endpoint.api_key, **options)
+    if endpoint.wire == "llm":
+        return LLMLibraryClient()
     if endpoint.wire == "bedrock":
         return BedrockClient(
             endpoint.base_url,
