@@ -26,7 +26,7 @@ HAYSTACK_SECRET = "amber-falcon-7731"
 
 HOST_ENV_PREFIXES = (
     "RECURSA_", "OPENAI_", "ANTHROPIC_", "OPENROUTER_", "OLLAMA_", "VLLM_", "GEMINI_",
-    "AZURE_OPENAI_", "AWS_",
+    "AZURE_OPENAI_", "AWS_", "LITELLM_",
 )  # fmt: skip
 
 

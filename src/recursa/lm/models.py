@@ -25,6 +25,7 @@ from recursa.lm.bedrock import (
     aws_region,
 )
 from recursa.lm.gemini import GeminiClient
+from recursa.lm.litellm_client import LiteLLMClient, import_litellm
 from recursa.lm.llm_library import LLMLibraryClient, check_model
 from recursa.lm.openai_compat import (
     DEFAULT_DEADLINE,
@@ -45,7 +46,7 @@ __all__ = [
     "resolve_endpoint",
 ]
 
-Wire = Literal["openai", "anthropic", "gemini", "azure", "responses", "bedrock", "llm"]
+Wire = Literal["openai", "anthropic", "gemini", "azure", "responses", "bedrock", "llm", "litellm"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +102,7 @@ PROVIDERS: dict[str, ProviderInfo] = {
     "azure": ProviderInfo("azure", "", "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY", True),
     "bedrock": ProviderInfo("bedrock", "", ENDPOINT_ENV, BEDROCK_TOKEN_ENV, False),
     "llm": ProviderInfo("llm", "", None, None, False),
+    "litellm": ProviderInfo("litellm", "", "LITELLM_API_BASE", "LITELLM_API_KEY", False),
 }
 """Every provider recursa knows, by the name used in `PROVIDER/MODEL`."""
 
@@ -196,6 +198,11 @@ def resolve_endpoint(
         return _azure_endpoint(spec, info, base_url, env)
     if info.wire == "bedrock":
         return _bedrock_endpoint(spec, base_url, env)
+    if info.wire == "litellm":  # LiteLLM reads each provider's own variables
+        import_litellm()
+        given = (base_url or "").strip() or _env(env, info.base_url_env)
+        url = normalize_base_url(given) if given else ""
+        return Endpoint(spec.provider, "litellm", url, _env(env, info.key_env))
     if info.wire == "llm":  # the llm library finds the model, its key and its server
         check_model(spec.name)
         return Endpoint(spec.provider, "llm", "")
@@ -286,6 +293,8 @@ def make_client(
         return OpenAICompatClient(endpoint.base_url, endpoint.api_key, **options)
     if endpoint.wire == "llm":
         return LLMLibraryClient()
+    if endpoint.wire == "litellm":
+        return LiteLLMClient(endpoint.base_url, endpoint.api_key)
     if endpoint.wire == "bedrock":
         return BedrockClient(
             endpoint.base_url,

@@ -253,6 +253,8 @@ class PriceTable:
         if provider == "bedrock" and (claude := _BEDROCK_ANTHROPIC.match(name)):
             # Bedrock's on-demand list prices for Claude are Anthropic's.
             return self._match(f"anthropic/{claude.group(1)}")
+        if provider == "litellm" and "/" in name:
+            return self._match(name)  # litellm/openai/gpt-4o costs what openai/gpt-4o does
         if provider == "azure":
             # A deployment is usually named after its model; Azure's global list prices
             # are OpenAI's. Other names need --price.
