@@ -4,6 +4,7 @@ region and keys from the documented variables; usage, cache counts, throttling."
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -37,9 +38,9 @@ async def test_converse_request_and_answer_with_an_api_key(serve) -> None:
     [req] = server.requests
     assert req.wire == "bedrock" and req.model == MODEL_ID  # the id's ':' survives the path
     assert req.headers["authorization"] == "Bearer bedrock-key"
-    assert req.body["system"] == [{"text": "Be brief."}]
+    assert req.body["system"][0] == {"text": "Be brief."}
     assert [m["role"] for m in req.body["messages"]] == ["user", "assistant", "user"]
-    assert req.body["messages"][0]["content"] == [{"text": "Q1"}]
+    assert req.body["messages"][0]["content"][0] == {"text": "Q1"}
     assert req.body["inferenceConfig"] == {"maxTokens": 99}
     assert (out.text, out.finish_reason) == ("short", "end_turn")
     assert out.input_tokens == count_message_tokens(MSGS)
@@ -124,3 +125,46 @@ def test_cli_runs_bedrock_with_aws_credentials(serve, tmp_path: Path) -> None:
     )  # fmt: skip
     assert missing.rc == 2 and len(missing.err_lines) == 1, missing.err
     assert "AWS_ACCESS_KEY_ID" in missing.err
+
+
+async def test_a_claude_conversation_carries_cache_points(serve) -> None:
+    server = serve(ScriptedLM(root=["a"], sub=lambda req: "b"))
+    point = {"cachePoint": {"type": "default"}}
+    async with BedrockClient(server.base, "k", region="us-east-1") as client:
+        await client.complete(MSGS, model=MODEL_ID)
+        await client.complete([{"role": "user", "content": "one-off"}], model=MODEL_ID)
+        await client.complete(MSGS, model="meta.llama3-70b-instruct-v1:0")
+    claude, one_off, llama = (r.body for r in server.requests)
+    assert claude["system"] == [{"text": "Be brief."}, point]
+    assert [m["content"][1:] for m in claude["messages"]] == [[point], [], [point]]
+    assert one_off["messages"] == [{"role": "user", "content": [{"text": "one-off"}]}]
+    assert "cachePoint" not in str(llama)  # only Claude models are marked
+
+
+def test_cli_bedrock_run_with_an_api_key_reads_the_cache_from_the_second_turn(
+    serve, tmp_path: Path
+) -> None:
+    from test_prompt_caching_e2e import QUESTION, ROOT
+
+    server = serve(ScriptedLM(root=ROOT))
+    (tmp_path / "log.txt").write_text("".join(f"line {i} of the service log\n" for i in range(900)))
+    trace = tmp_path / "trace.jsonl"
+    env = host_env(
+        AWS_REGION="us-east-1",
+        AWS_BEARER_TOKEN_BEDROCK="br-key",
+        AWS_ENDPOINT_URL_BEDROCK_RUNTIME=server.base,
+    )
+    done = run_cli(
+        ["run", QUESTION, "--context", str(tmp_path / "log.txt"), "--model", f"bedrock/{MODEL_ID}",
+         "--trace", str(trace), "--json", "--quiet"],
+        env=env,
+    )  # fmt: skip
+    assert done.rc == 0, done.err
+    calls = [
+        e for e in map(json.loads, trace.read_text().splitlines()) if e["type"] == "lm_call_end"
+    ]
+    assert calls[0]["cache_read_tokens"] == 0 and calls[0]["cache_write_tokens"] > 0
+    assert all(c["cache_read_tokens"] > 0 for c in calls[1:])
+    usage = one_json_object(done.out)["usage"]
+    assert usage["by_model"][f"bedrock/{MODEL_ID}"]["cache_read_tokens"] > 0
+    assert {r.headers["authorization"] for r in server.requests} == {"Bearer br-key"}

@@ -6,7 +6,9 @@ profile, SSO, instance role), each request signed with SigV4 by botocore, the `b
 extra (imported only then). The region comes from `AWS_REGION` / `AWS_DEFAULT_REGION`, the
 host from `AWS_ENDPOINT_URL_BEDROCK_RUNTIME` or the region. The output cap goes as
 `inferenceConfig.maxTokens`; cached prompt tokens come back as `cacheReadInputTokens` and
-`cacheWriteInputTokens`, counted within the input.
+`cacheWriteInputTokens`, counted within the input. A Claude model's conversation (a request
+with a system prompt) carries `cachePoint` blocks where the Anthropic client puts its
+breakpoints: after the system prompt and the last two user turns.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from urllib.parse import quote
 import httpx
 
 from recursa.errors import ConfigError, LMResponseError
-from recursa.lm.anthropic import to_anthropic_messages
+from recursa.lm.anthropic import CACHED_USER_TURNS, to_anthropic_messages
 from recursa.lm.base import Completion, Message
 from recursa.lm.openai_compat import (
     DEFAULT_DEADLINE,
@@ -40,6 +42,7 @@ __all__ = [
 BEDROCK_TOKEN_ENV = "AWS_BEARER_TOKEN_BEDROCK"
 REGION_ENVS = ("AWS_REGION", "AWS_DEFAULT_REGION")
 ENDPOINT_ENV = "AWS_ENDPOINT_URL_BEDROCK_RUNTIME"
+_CACHE_POINT = {"cachePoint": {"type": "default"}}
 
 
 def aws_region(env: Mapping[str, str]) -> str:
@@ -161,6 +164,11 @@ class BedrockClient(BaseHTTPClient):
         }
         if system is not None:
             body["system"] = [{"text": system}]
+            if "anthropic.claude" in model:  # a conversation re-sent every turn: cache it
+                body["system"].append(dict(_CACHE_POINT))
+                users = [m for m in body["messages"] if m["role"] == "user"]
+                for message in users[-CACHED_USER_TURNS:]:
+                    message["content"].append(dict(_CACHE_POINT))
         config: dict[str, Any] = {}
         if max_tokens is not None:
             config["maxTokens"] = max_tokens

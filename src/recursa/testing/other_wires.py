@@ -207,13 +207,21 @@ def bedrock_messages(body: dict[str, Any]) -> list[dict[str, str]]:
     return messages
 
 
-def bedrock_answer(reply: Reply, inp: int, out: int) -> dict[str, Any]:
-    """A ConverseResponse."""
+def bedrock_answer(
+    reply: Reply, inp: int, out: int, read: int = 0, written: int = 0
+) -> dict[str, Any]:
+    """A ConverseResponse; `inputTokens` are those neither read from nor written to the cache."""
     stop = {"stop": "end_turn", "length": "max_tokens"}.get(reply.finish_reason or "stop")
     return {
         "output": {"message": {"role": "assistant", "content": [{"text": reply.text}]}},
         "stopReason": stop or reply.finish_reason,
-        "usage": {"inputTokens": inp, "outputTokens": out, "totalTokens": inp + out},
+        "usage": {
+            "inputTokens": inp - read - written,
+            "outputTokens": out,
+            "totalTokens": inp + out,
+            "cacheReadInputTokens": read,
+            "cacheWriteInputTokens": written,
+        },
         "metrics": {"latencyMs": 1},
     }
 

@@ -1,4 +1,4 @@
-"""Anthropic's prompt cache, as the fake server plays it.
+"""Anthropic's prompt cache (on the Messages API and on Bedrock), as the fake server plays it.
 
 The Messages API caches the prompt prefix up to each `cache_control` breakpoint: a request
 whose prefix up to a breakpoint was written before reads it back (`cache_read_input_tokens`),
@@ -26,9 +26,11 @@ LOOKBACK = 20
 
 
 def _marked(content: Any) -> bool:
-    """True when a system or message content carries a `cache_control` block."""
+    """True when a system or message content carries a breakpoint: a block with
+    `cache_control` (Anthropic) or a `cachePoint` block (Bedrock Converse)."""
     return isinstance(content, list) and any(
-        isinstance(block, dict) and block.get("cache_control") for block in content
+        isinstance(block, dict) and (block.get("cache_control") or "cachePoint" in block)
+        for block in content
     )
 
 

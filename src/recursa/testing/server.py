@@ -274,7 +274,7 @@ class _Handler(BaseHTTPRequestHandler):
             inp, out = usage_of(request, reply)
             self._send_json(200, responses_answer(request.model, reply, inp, out))
         elif wire == "bedrock":
-            self._send_json(200, bedrock_answer(reply, *usage_of(request, reply)))
+            self._send_json(200, bedrock_answer(reply, *usage_of(request, reply), *cached))
         else:
             self._answer_anthropic(request, reply, cached)
 
@@ -708,7 +708,8 @@ class FakeLMServer:
     def _account(self, request: LMRequest, reply: Reply) -> tuple[int, int]:
         """Total what this reply reports; returns its prompt-cache (read, written) tokens."""
         inp, out = usage_of(request, reply)
-        cached = self.prompt_cache.split(request, inp) if request.wire == "anthropic" else (0, 0)
+        caching = request.wire in ("anthropic", "bedrock")
+        cached = self.prompt_cache.split(request, inp) if caching else (0, 0)
         with self._lock:
             model = self._by_model.setdefault(request.model, _zero_usage())
             for totals in (self._usage, model):
