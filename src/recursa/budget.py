@@ -84,12 +84,19 @@ class Tally:
         self.cache_write_tokens += cache_write_tokens
         self.reasoning_tokens += reasoning_tokens
 
-    def to_dict(self) -> dict[str, Any]:
+    def totals(self) -> dict[str, Any]:
+        """The contract's top-level `usage` fields."""
         return {
             "llm_calls": self.llm_calls,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "cost_usd": round(self.cost_usd, 10),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """One `by_model` / `by_depth` entry: the totals and the cache and reasoning counts."""
+        return {
+            **self.totals(),
             "cache_read_tokens": self.cache_read_tokens,
             "cache_write_tokens": self.cache_write_tokens,
             "reasoning_tokens": self.reasoning_tokens,
@@ -331,7 +338,7 @@ class Ledger:
         """The `usage` object of the contract, for the whole run tree."""
         with self._lock:
             usage = {
-                **self.total.to_dict(),
+                **self.total.totals(),
                 "by_model": {k: v.to_dict() for k, v in sorted(self.by_model.items())},
                 "by_depth": {k: v.to_dict() for k, v in sorted(self.by_depth.items())},
             }

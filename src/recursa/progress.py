@@ -324,10 +324,13 @@ class Progress:
             self.status = event.status
             usage: dict[str, Any] = event.usage or {}
             style = "green" if event.status == "ok" else "yellow"
-            cached = usage.get("cache_read_tokens")
-            cached_note = (
-                f" ({_tokens(cached)} cached)" if isinstance(cached, int) and cached else ""
+            by_model = usage.get("by_model")
+            cached = sum(
+                m["cache_read_tokens"]
+                for m in (by_model.values() if isinstance(by_model, dict) else ())
+                if isinstance(m, dict) and isinstance(m.get("cache_read_tokens"), int)
             )
+            cached_note = f" ({_tokens(cached)} cached)" if cached else ""
             lines.append(
                 (
                     0,
