@@ -87,3 +87,12 @@ def test_the_end_line_says_how_many_input_tokens_were_cached(serve, tmp_path: Pa
     assert done.rc == 0, done.err
     end = next(line for line in done.err_lines if line.startswith("ok after "))
     assert re.search(r"[\d.]+k? in \([\d.]+k? cached\) / ", end), end
+
+
+def test_a_replay_reports_the_same_cached_tokens_and_cost(serve, tmp_path: Path) -> None:
+    out, _, _ = _run(serve, tmp_path, "--trace-context")
+    done = run_cli(["replay", str(tmp_path / "trace.jsonl"), "--json", "--quiet"])
+    assert done.rc == 0, done.err
+    replayed = one_json_object(done.out)["usage"]
+    assert replayed["by_model"][MODEL] == out["usage"]["by_model"][MODEL]
+    assert replayed["cost_usd"] == pytest.approx(out["usage"]["cost_usd"])
