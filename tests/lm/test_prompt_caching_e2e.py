@@ -4,6 +4,7 @@ at the cache's rates, below what the same tokens cost uncached."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -25,13 +26,14 @@ ROOT = [
 ]
 
 
-def _run(serve, tmp_path: Path, *extra: str) -> tuple[dict, list[dict], object]:
+def _run(serve, tmp_path: Path, *extra: str, model: str = MODEL) -> tuple[dict, list[dict], object]:
     server = serve(ScriptedLM(root=ROOT))
+    base = server.url if model.startswith("openai/") else server.base
     (tmp_path / "log.txt").write_text("".join(f"line {i} of the service log\n" for i in range(900)))
     trace = tmp_path / "trace.jsonl"
     done = run_cli([
         "run", QUESTION, "--context", str(tmp_path / "log.txt"),
-        "--model", MODEL, "--base-url", server.base, "--trace", str(trace),
+        "--model", model, "--base-url", base, "--trace", str(trace),
         "--json", "--quiet", *extra,
     ])  # fmt: skip
     assert done.rc == 0, done.err
@@ -96,3 +98,19 @@ def test_a_replay_reports_the_same_cached_tokens_and_cost(serve, tmp_path: Path)
     replayed = one_json_object(done.out)["usage"]
     assert replayed["by_model"][MODEL] == out["usage"]["by_model"][MODEL]
     assert replayed["cost_usd"] == pytest.approx(out["usage"]["cost_usd"])
+
+
+def test_openai_automatic_cache_serves_each_root_turn_the_prefix_before_it(
+    serve, tmp_path: Path
+) -> None:
+    """No breakpoints on OpenAI: the prompt only grows at the end, so from the second turn
+    on the automatic cache serves the previous turn's prompt (in 128-token steps)."""
+    out, calls, _ = _run(serve, tmp_path, model="openai/gpt-5")
+    assert calls[0]["cache_read_tokens"] == 0
+    for before, after in itertools.pairwise(calls):
+        assert before["input_tokens"] - 128 < after["cache_read_tokens"] <= before["input_tokens"]
+    usage = out["usage"]
+    read = usage["by_model"]["openai/gpt-5"]["cache_read_tokens"]
+    assert read == sum(c["cache_read_tokens"] for c in calls)
+    expected = (usage["input_tokens"] - read) * 1.25 + read * 0.125 + usage["output_tokens"] * 10
+    assert usage["cost_usd"] == pytest.approx(expected / 1e6)

@@ -148,7 +148,9 @@ def responses_messages(body: dict[str, Any]) -> list[dict[str, str]]:
     return messages
 
 
-def responses_answer(model: str, reply: Reply, inp: int, out: int) -> dict[str, Any]:
+def responses_answer(
+    model: str, reply: Reply, inp: int, out: int, cached: int = 0
+) -> dict[str, Any]:
     """A Response object: one output message, usage with its details."""
     cut = reply.finish_reason == "length"
     return {
@@ -169,7 +171,7 @@ def responses_answer(model: str, reply: Reply, inp: int, out: int) -> dict[str, 
         ],
         "usage": {
             "input_tokens": inp,
-            "input_tokens_details": {"cached_tokens": 0},
+            "input_tokens_details": {"cached_tokens": cached},
             "output_tokens": out,
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": inp + out,

@@ -266,13 +266,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         cached = fake._account(request, reply)
         if wire in ("openai", "azure"):
-            self._answer_openai(request, reply)
+            self._answer_openai(request, reply, cached[0])
         elif wire == "gemini":
             inp, out = usage_of(request, reply)
             self._send_json(200, gemini_answer(request.model, reply, inp, out))
         elif wire == "responses":
             inp, out = usage_of(request, reply)
-            self._send_json(200, responses_answer(request.model, reply, inp, out))
+            self._send_json(200, responses_answer(request.model, reply, inp, out, cached[0]))
         elif wire == "bedrock":
             self._send_json(200, bedrock_answer(reply, *usage_of(request, reply), *cached))
         else:
@@ -362,13 +362,15 @@ class _Handler(BaseHTTPRequestHandler):
             body=sent,
         )
 
-    def _answer_openai(self, request: LMRequest, reply: Reply) -> None:
+    def _answer_openai(self, request: LMRequest, reply: Reply, cached: int = 0) -> None:
         inp, out = usage_of(request, reply)
         usage: dict[str, Any] = {
             "prompt_tokens": inp,
             "completion_tokens": out,
             "total_tokens": inp + out,
         }
+        if cached:  # the automatic cache served part of the prompt
+            usage["prompt_tokens_details"] = {"cached_tokens": cached}
         if reply.cost_usd is not None:
             usage["cost"] = reply.cost_usd  # where OpenRouter reports it
         rid = f"chatcmpl-fake-{self.server.fake._next_id()}"
@@ -500,7 +502,8 @@ class FakeLMServer:
     only then is the responder consulted. A responder that raises gives HTTP 500 with the
     exception's text, also kept in `errors`. `usage` and `by_model` total what successful
     responses REPORTED (cost only where the OpenAI wire reports it, as `usage.cost`).
-    On the Anthropic wire, `cache_control` breakpoints are honoured as the API documents
+    On the Anthropic and Bedrock wires, cache breakpoints are honoured as the APIs document,
+    and on the OpenAI ones the automatic prefix cache is played
     (`prompt_cache.PromptCache`, prefixes of at least `prompt_cache_min_tokens`); its
     `input_tokens` here count the whole prompt, cached parts included.
     """
@@ -708,8 +711,12 @@ class FakeLMServer:
     def _account(self, request: LMRequest, reply: Reply) -> tuple[int, int]:
         """Total what this reply reports; returns its prompt-cache (read, written) tokens."""
         inp, out = usage_of(request, reply)
-        caching = request.wire in ("anthropic", "bedrock")
-        cached = self.prompt_cache.split(request, inp) if caching else (0, 0)
+        if request.wire in ("anthropic", "bedrock"):
+            cached = self.prompt_cache.split(request, inp)
+        elif request.wire in ("openai", "azure", "responses"):
+            cached = (self.prompt_cache.automatic(request, inp), 0)
+        else:
+            cached = (0, 0)
         with self._lock:
             model = self._by_model.setdefault(request.model, _zero_usage())
             for totals in (self._usage, model):
