@@ -28,6 +28,8 @@ from .common import Result, report
 
 BENCH = "prompt_cache"
 MODEL = "anthropic/claude-sonnet-4-5"
+OPENAI_MODEL = "openai/gpt-5"
+"""On the OpenAI wire the fake plays the automatic cache (no breakpoints)."""
 DEMO_CHARS = 20_000_000
 LONG_TURNS = 20
 
@@ -55,7 +57,8 @@ def _calls(model: str, lm: ScriptedLM, text: str) -> list[LMCallEnded]:
     """The answered requests of one run of `lm` on `text` through the Anthropic-wire fake."""
     events: list[Event] = []
     with FakeLMServer(lm) as server:
-        rlm = RLM(model, base_url=server.base, sandbox="subprocess", on_event=events.append)
+        base = server.url if model.startswith("openai/") else server.base
+        rlm = RLM(model, base_url=base, sandbox="subprocess", on_event=events.append)
         result = rlm.run(QUESTION, from_text(text, "<demo log>"))
     if result.status != "ok":
         raise SystemExit(f"the run ended {result.status}")
@@ -97,9 +100,14 @@ def measure(model: str = MODEL) -> list[Result]:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    model = argv[argv.index("--model") + 1] if "--model" in argv else MODEL
-    print(f"{BENCH}: the demo's trajectory on {model}, priced with the shipped table")
-    report(measure(model), argv)
+    models = [argv[argv.index("--model") + 1]] if "--model" in argv else [MODEL, OPENAI_MODEL]
+    results: list[Result] = []
+    for model in models:
+        print(f"{BENCH}: the demo's trajectory on {model}, priced with the shipped table")
+        for result in measure(model):
+            result.figure = f"{model.split('/')[0]}: {result.figure}"
+            results.append(result)
+    report(results, argv)
 
 
 if __name__ == "__main__":
