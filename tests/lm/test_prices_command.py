@@ -42,3 +42,12 @@ def test_prices_applies_price_flags_filters_and_speaks_json() -> None:
     }  # fmt: skip
     bad = run_cli(["prices", "--price", "openai/x=1"])
     assert bad.rc == 2 and len(bad.err_lines) == 1 and "CACHE_READ" in bad.err
+
+
+def test_doctor_names_the_provider_extras_installed() -> None:
+    from importlib.util import find_spec
+
+    done = run_cli(["doctor"])
+    line = next(x for x in done.out.splitlines() + done.err_lines if x.startswith("extras"))
+    for extra, module in (("bedrock", "botocore"), ("litellm", "litellm")):
+        assert (extra in line.split(": ", 1)[1].split(", ")) == (find_spec(module) is not None)
