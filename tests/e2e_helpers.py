@@ -24,7 +24,10 @@ RECURSA = str(Path(sys.executable).with_name("recursa"))
 HAYSTACK_CHARS = 20_000_000
 HAYSTACK_SECRET = "amber-falcon-7731"
 
-HOST_ENV_PREFIXES = ("RECURSA_", "OPENAI_", "ANTHROPIC_", "OPENROUTER_", "OLLAMA_", "VLLM_")
+HOST_ENV_PREFIXES = (
+    "RECURSA_", "OPENAI_", "ANTHROPIC_", "OPENROUTER_", "OLLAMA_", "VLLM_", "GEMINI_",
+    "AZURE_OPENAI_", "AWS_", "LITELLM_",
+)  # fmt: skip
 
 
 def repl(code: str, prose: str = "") -> str:

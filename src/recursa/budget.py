@@ -26,7 +26,14 @@ MIN_OUTPUT_TOKENS = 16
 
 
 class Pricer(Protocol):
-    def cost(self, model: str, input_tokens: int, output_tokens: int) -> float | None: ...
+    def cost(
+        self,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+    ) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,19 +59,47 @@ class Tally:
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
+    cache_read_tokens: int = 0
+    """Of `input_tokens`, those the provider served from its prompt cache."""
+    cache_write_tokens: int = 0
+    """Of `input_tokens`, those written to the provider's prompt cache."""
+    reasoning_tokens: int = 0
+    """Of `output_tokens`, those the model spent reasoning."""
 
-    def add(self, calls: int, input_tokens: int, output_tokens: int, cost: float) -> None:
+    def add(
+        self,
+        calls: int,
+        input_tokens: int,
+        output_tokens: int,
+        cost: float,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        reasoning_tokens: int = 0,
+    ) -> None:
         self.llm_calls += calls
         self.input_tokens += input_tokens
         self.output_tokens += output_tokens
         self.cost_usd += cost
+        self.cache_read_tokens += cache_read_tokens
+        self.cache_write_tokens += cache_write_tokens
+        self.reasoning_tokens += reasoning_tokens
 
-    def to_dict(self) -> dict[str, Any]:
+    def totals(self) -> dict[str, Any]:
+        """The contract's top-level `usage` fields."""
         return {
             "llm_calls": self.llm_calls,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "cost_usd": round(self.cost_usd, 10),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """One `by_model` / `by_depth` entry: the totals and the cache and reasoning counts."""
+        return {
+            **self.totals(),
+            "cache_read_tokens": self.cache_read_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
         }
 
 
@@ -146,8 +181,11 @@ class Ledger:
     def _fit_cost(self, model: str, input_tokens: int, output: int) -> tuple[float, int]:
         """The largest output that keeps the estimated cost within max_cost (lock held)."""
         assert self.limits.max_cost is not None and self.pricer is not None
-        per_input = self.pricer.cost(model, 1_000_000, 0)
+        plain = self.pricer.cost(model, 1_000_000, 0)
+        # Any input token may turn out to be a cache write, priced above plain input.
+        written = self.pricer.cost(model, 1_000_000, 0, 0, 1_000_000)
         per_output = self.pricer.cost(model, 0, 1_000_000)
+        per_input = None if plain is None or written is None else max(plain, written)
         if per_input is None or per_output is None:
             self._refuse(
                 "max_cost",
@@ -182,11 +220,16 @@ class Ledger:
         output_tokens: int,
         reported_cost: float | None = None,
         usage_problem: str | None = None,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        reasoning_tokens: int = 0,
         *,
         usage_missing: bool = False,
     ) -> float:
         """Record a request that was sent, with the usage the server reported; returns its cost.
 
+        `input_tokens` is the whole prompt; the cache counts say how much of it was read
+        from or written to the provider's prompt cache, each priced at its own rate.
         Under a token or cost limit, a report beyond the reservation (or one that cannot be
         read) is a breach: the request is charged at least what was reserved, and
         `reservation.breach` says why. A reply with no usage at all is charged at the
@@ -198,7 +241,13 @@ class Ledger:
             reported_cost = reservation.cost
         cost = reported_cost
         if cost is None and self.pricer is not None:
-            cost = self.pricer.cost(reservation.model, input_tokens, output_tokens)
+            cost = self.pricer.cost(
+                reservation.model,
+                input_tokens,
+                output_tokens,
+                cache_read_tokens,
+                cache_write_tokens,
+            )
         cost = cost or 0.0
         why = self._overrun(reservation, input_tokens, output_tokens, cost, usage_problem)
         if why is not None:
@@ -216,7 +265,15 @@ class Ledger:
                 _tally(self.by_model, reservation.model),
                 _tally(self.by_depth, str(reservation.depth)),
             ):
-                tally.add(1, input_tokens, output_tokens, cost)
+                tally.add(
+                    1,
+                    input_tokens,
+                    output_tokens,
+                    cost,
+                    cache_read_tokens,
+                    cache_write_tokens,
+                    reasoning_tokens,
+                )
         return cost
 
     def _overrun(
@@ -289,7 +346,7 @@ class Ledger:
         """The `usage` object of the contract, for the whole run tree."""
         with self._lock:
             usage = {
-                **self.total.to_dict(),
+                **self.total.totals(),
                 "by_model": {k: v.to_dict() for k, v in sorted(self.by_model.items())},
                 "by_depth": {k: v.to_dict() for k, v in sorted(self.by_depth.items())},
             }

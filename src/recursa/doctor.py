@@ -23,6 +23,8 @@ EXTRAS: dict[str, str] = {
     "mcp": "mcp",
     "llm": "llm",
     "ray": "ray",
+    "bedrock": "botocore",
+    "litellm": "litellm",
 }
 """Each optional extra of pyproject.toml, by the module that shows it is installed."""
 

@@ -115,6 +115,12 @@ class LMCallEnded(Event):
     error: str | None = None
     status: int | None = None
     """The HTTP status of a failed attempt, when the server answered one."""
+    cache_read_tokens: int = 0
+    """Of `input_tokens`, those the provider read back from its prompt cache."""
+    cache_write_tokens: int = 0
+    """Of `input_tokens`, those written to the provider's prompt cache."""
+    reasoning_tokens: int = 0
+    """Of `output_tokens`, those the model spent reasoning."""
 
 
 @dataclass(slots=True, kw_only=True)

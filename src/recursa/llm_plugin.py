@@ -7,7 +7,14 @@ The prompt is the question; fragments (`-f`) and attachments (`-a`) are the cont
 from the environment exactly as for `recursa run` (`-o sub_model ...` and `-o base_url ...`
 also work), and the limits are options (`-o max_llm_calls 50`). The models registered are
 RECURSA_MODEL, those listed in RECURSA_LLM_MODELS (comma- or space-separated) and the models
-of recursa's price table.
+of recursa's price table. Any model `llm` itself knows is `llm/MODEL_ID` in recursa
+(`recursa/llm/claude-4-sonnet` here, root or `-o sub_model llm/...`), with `llm`'s stored keys.
+
+The plugin also registers the tool `recursa_rlm`, for models that use `llm`'s tool calling:
+
+    llm -m gpt-4.1 -T recursa_rlm "Use recursa_rlm on $(cat big.log | head -c 2000000) ..."
+
+It answers a question over a long text with an RLM of RECURSA_MODEL (and RECURSA_SUB_MODEL).
 """
 
 from __future__ import annotations
@@ -58,6 +65,38 @@ def model_names(env: dict[str, str] | None = None) -> list[str]:
 def register_models(register: Any) -> None:
     for name in model_names():
         register(RecursaModel(name))
+
+
+@llm.hookimpl
+def register_tools(register: Any) -> None:
+    register(recursa_rlm)
+
+
+def recursa_rlm(question: str, context: str) -> str:
+    """Answer a question about a long text with a Recursive Language Model. The text is kept
+    in a sandboxed Python REPL that a model explores with code and sub-queries, so it may be
+    far longer than any context window. Give the whole text as `context`."""
+    from .context import from_text
+    from .server.settings import ServeSettings
+
+    model = os.environ.get("RECURSA_MODEL", "").strip()
+    if not model:
+        raise ValueError("recursa_rlm needs RECURSA_MODEL (PROVIDER/MODEL) in the environment")
+    settings = ServeSettings(
+        default_model=model,
+        sub_model=os.environ.get("RECURSA_SUB_MODEL") or None,
+        base_url=None,
+        limits={},
+        sandbox="auto",
+    )
+    try:
+        result = settings.make_rlm(model, {}).run(question, from_text(context, "<tool context>"))
+    except RecursaError as exc:
+        raise ValueError(f"recursa: {exc}") from None
+    if result.answer is None:
+        raise ValueError(f"recursa: the run ended {result.status} without an answer")
+    answer = result.answer
+    return answer if isinstance(answer, str) else json.dumps(answer, ensure_ascii=False)
 
 
 class RecursaModel(llm.Model):

@@ -31,7 +31,10 @@ def price_table(prices_file: str | None = None, price_args: Iterable[str] = ()) 
     for arg in price_args:
         model, sep, value = arg.partition("=")
         if not sep or not model:
-            raise ConfigError(f"bad --price {arg!r}: expected PROVIDER/MODEL=INPUT,OUTPUT")
+            raise ConfigError(
+                f"bad --price {arg!r}: expected "
+                "PROVIDER/MODEL=INPUT,OUTPUT[,CACHE_READ[,CACHE_WRITE]]"
+            )
         overrides[model] = value
     return prices.with_overrides(overrides) if overrides else prices
 

@@ -334,12 +334,19 @@ class Progress:
             self.status = event.status
             usage: dict[str, Any] = event.usage or {}
             style = "green" if event.status == "ok" else "yellow"
+            by_model = usage.get("by_model")
+            cached = sum(
+                m["cache_read_tokens"]
+                for m in (by_model.values() if isinstance(by_model, dict) else ())
+                if isinstance(m, dict) and isinstance(m.get("cache_read_tokens"), int)
+            )
+            cached_note = f" ({_tokens(cached)} cached)" if cached else ""
             lines.append(
                 (
                     0,
                     f"[{style}]{escape(event.status)}[/] after {event.iterations} turn(s): "
                     f"{usage.get('llm_calls', self.calls)} calls, "
-                    f"{_tokens(usage.get('input_tokens', self.input_tokens))} in / "
+                    f"{_tokens(usage.get('input_tokens', self.input_tokens))} in{cached_note} / "
                     f"{_tokens(usage.get('output_tokens', self.output_tokens))} out, "
                     f"${usage.get('cost_usd', self.cost):.4f}, {self._elapsed():.1f}s",
                 )

@@ -217,3 +217,24 @@ def test_a_reservation_cannot_be_settled_twice() -> None:
     with pytest.raises(RuntimeError):
         ledger.settle(reservation, 5, 5)
     assert ledger.total.llm_calls == 1
+
+
+def test_cache_writes_stay_within_max_cost_and_reads_are_charged_less() -> None:
+    """Anthropic prices a cache write above plain input: the reservation must hold it."""
+    from recursa.lm import Price, PriceTable
+
+    prices = PriceTable({"anthropic/m": Price(3.0, 15.0, 0.3, 3.75)})
+    ledger = Ledger(limits=Limits(max_cost=1.0), pricer=prices)
+    first = ledger.reserve("anthropic/m", 0, 10_000)
+    # The whole prompt written to the cache ($3.75/M, not $3/M) and every output token
+    # the request was allowed: exactly the bound, which the reservation must have held.
+    out = first.output_cap
+    assert out is not None
+    cost = ledger.settle(first, 10_000, out, cache_write_tokens=10_000)
+    assert first.breach is None and ledger.breach is None
+    assert cost == pytest.approx((10_000 * 3.75 + out * 15) / 1e6)
+    second = ledger.reserve("anthropic/m", 0, 10_000)
+    read = ledger.settle(second, 10_000, 100, cache_read_tokens=9_000)
+    assert read == pytest.approx((1_000 * 3 + 9_000 * 0.3 + 100 * 15) / 1e6)
+    usage = ledger.usage()["by_model"]["anthropic/m"]
+    assert (usage["cache_read_tokens"], usage["cache_write_tokens"]) == (9_000, 10_000)

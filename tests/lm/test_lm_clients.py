@@ -473,7 +473,7 @@ async def test_anthropic_request_as_received(fake: FakeLM) -> None:
         {"role": "assistant", "content": ""},
         {"role": "user", "content": ""},
     ]
-    async with AnthropicClient(fake.url, KEY) as client:
+    async with AnthropicClient(fake.url, KEY, prompt_cache=False) as client:
         assert isinstance(client, LMClient)
         await client.complete(messages, model="claude-sonnet-4-20250514", temperature=0.0)
     [req] = fake.received
@@ -491,6 +491,55 @@ async def test_anthropic_request_as_received(fake: FakeLM) -> None:
     assert body["max_tokens"] == 8192
     assert body["temperature"] == 0.0
     assert body["model"] == "claude-sonnet-4-20250514"
+
+
+async def test_anthropic_conversation_carries_cache_breakpoints(fake: FakeLM) -> None:
+    fake.on("/v1/messages", Reply(body=anthropic_body()))
+    messages = [
+        {"role": "system", "content": "Rules."},
+        {"role": "user", "content": "Q1"},
+        {"role": "assistant", "content": "A1"},
+        {"role": "user", "content": "Q2"},
+        {"role": "assistant", "content": "A2"},
+        {"role": "user", "content": "Q3"},
+    ]
+    async with AnthropicClient(fake.url, KEY) as client:
+        await client.complete(messages, model="claude-sonnet-4-5")
+        await client.complete([{"role": "user", "content": "one-off"}], model="m")
+    body = fake.received[0].json
+    mark = {"type": "ephemeral"}
+    assert body["system"] == [{"type": "text", "text": "Rules.", "cache_control": mark}]
+    marked = [
+        m["content"][0]["text"] for m in body["messages"] if "cache_control" in m["content"][0]
+    ]
+    assert marked == ["Q2", "Q3"]  # the prefix the last turn wrote, and the new one
+    assert [m["content"][0]["text"] for m in body["messages"]] == ["Q1", "A1", "Q2", "A2", "Q3"]
+    # A sub-query without a system prompt is never re-sent: no cache write (it costs more).
+    assert fake.received[1].json["messages"] == [{"role": "user", "content": "one-off"}]
+
+
+async def test_anthropic_cache_usage_read_back(fake: FakeLM) -> None:
+    usage = {
+        "input_tokens": 10,
+        "cache_creation_input_tokens": 200,
+        "cache_read_input_tokens": 3000,
+        "output_tokens": 5,
+    }
+    fake.on("/v1/messages", Reply(body=anthropic_body(usage=usage)))
+    async with AnthropicClient(fake.url, KEY) as client:
+        out = await client.complete(MSGS, model="m")
+    assert (out.input_tokens, out.cache_read_tokens, out.cache_write_tokens) == (3210, 3000, 200)
+
+
+async def test_openai_cached_tokens_read_back(fake: FakeLM) -> None:
+    body = openai_body(
+        prompt_tokens=2000, completion_tokens=7, prompt_tokens_details={"cached_tokens": 1920}
+    )
+    fake.on("/v1/chat/completions", Reply(body=body))
+    async with OpenAICompatClient(fake.url + "/v1", KEY) as client:
+        out = await client.complete(MSGS, model="gpt-5")
+    assert (out.input_tokens, out.cache_read_tokens, out.cache_write_tokens) == (2000, 1920, 0)
+    assert out.usage_problem is None
 
 
 async def test_anthropic_response_parsed(fake: FakeLM) -> None:
@@ -548,7 +597,7 @@ def test_anthropic_sync_twin_and_unreachable(fake: FakeLM) -> None:
     with AnthropicClient(fake.url, KEY) as client:
         out = client.complete_sync(MSGS, model="m")
     assert (out.text, out.input_tokens, out.output_tokens) == ("Hello, world.", 2, 0)
-    assert fake.received[0].json["system"] == "You are terse."
+    assert fake.received[0].json["system"][0]["text"] == "You are terse."
     port = closed_port()
     with pytest.raises(LMConnectionError) as info:
         AnthropicClient(f"http://127.0.0.1:{port}", KEY).complete_sync(MSGS, model="m")

@@ -201,7 +201,12 @@ def test_anthropic_messages_endpoint() -> None:
         assert data["content"] == [{"type": "text", "text": "turn zero"}]
         assert data["stop_reason"] == "end_turn"
         expected_in = count_tokens(SYSTEM) + 4 + count_tokens("question?") + 4
-        assert data["usage"] == {"input_tokens": expected_in, "output_tokens": 3}
+        assert data["usage"] == {
+            "input_tokens": expected_in,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "output_tokens": 3,
+        }
         (req,) = server.requests
         assert req.wire == "anthropic" and req.is_root and req.system == SYSTEM
         assert req.last_user == "question?" and req.headers["x-api-key"] == "k"
@@ -443,3 +448,48 @@ async def test_in_process_and_server_report_the_same_usage() -> None:
             usage = (await client.post(f"{server.url}/chat/completions", json=body)).json()
     assert usage["usage"]["prompt_tokens"] == local.input_tokens
     assert usage["usage"]["completion_tokens"] == local.output_tokens
+
+
+def test_anthropic_prompt_cache_as_documented() -> None:
+    """A prefix up to a breakpoint is written once, then read; short prefixes are not cached."""
+    lm = ScriptedLM(root=lambda req: "ok")
+    system = "rules " * 1000  # 1,500 tokens: over the 1,024-token minimum
+    mark = {"type": "ephemeral"}
+
+    def body(*turns: str, cache: bool = True) -> dict[str, object]:
+        messages = []
+        for i, text in enumerate(turns):
+            block: dict[str, object] = {"type": "text", "text": text}
+            if cache and i == len(turns) - 1:
+                block["cache_control"] = mark
+            messages.append({"role": "assistant" if i % 2 else "user", "content": [block]})
+        sys_block: dict[str, object] = {"type": "text", "text": system}
+        if cache:
+            sys_block["cache_control"] = mark
+        return {"model": "claude-x", "max_tokens": 10, "system": [sys_block], "messages": messages}
+
+    headers = {"anthropic-version": "2023-06-01"}
+    with FakeLMServer(lm) as server, httpx.Client() as client:
+
+        def usage(payload: dict[str, object]) -> dict[str, int]:
+            resp = client.post(f"{server.base}/v1/messages", json=payload, headers=headers)
+            return resp.json()["usage"]
+
+        sys_tokens = count_tokens(system) + 4
+        first = usage(body("q1"))
+        assert first["cache_read_input_tokens"] == 0
+        assert first["cache_creation_input_tokens"] == sys_tokens + count_tokens("q1") + 4
+        assert first["input_tokens"] == 0
+        second = usage(body("q1", "a1", "q2"))
+        assert second["cache_read_input_tokens"] == sys_tokens + count_tokens("q1") + 4
+        # Read back at the boundary the first request wrote (looked up behind the breakpoint).
+        assert second["cache_creation_input_tokens"] == count_tokens("a1") + count_tokens("q2") + 8
+        # No breakpoints: nothing is read or written, though the prefix is cached.
+        plain = usage(body("q1", cache=False))
+        assert plain["cache_read_input_tokens"] == plain["cache_creation_input_tokens"] == 0
+        server.reset()
+        assert usage(body("q1"))["cache_read_input_tokens"] == 0
+    with FakeLMServer(lm) as server, httpx.Client() as client:
+        short = {**body("q1"), "system": [{"type": "text", "text": "hi", "cache_control": mark}]}
+        resp = client.post(f"{server.base}/v1/messages", json=short, headers=headers)
+        assert resp.json()["usage"]["cache_creation_input_tokens"] == 0

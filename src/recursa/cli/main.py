@@ -34,6 +34,7 @@ from .output import (
     printable,
     report,
 )
+from .prices import prices_command
 from .serve import mcp, serve
 from .tune import tune_command
 
@@ -416,6 +417,7 @@ cli.add_command(distill_command)
 cli.add_command(pipeline_command)
 cli.add_command(batch_command)
 cli.add_command(tune_command)
+cli.add_command(prices_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -184,8 +184,9 @@ _OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
         ("--price", "price_args"),
         {
             "multiple": True,
-            "metavar": "MODEL=IN,OUT",
-            "help": "A model's price in USD per million input and output tokens.",
+            "metavar": "MODEL=IN,OUT[,CACHE_READ[,CACHE_WRITE]]",
+            "help": "A model's price in USD per million input and output tokens "
+            "(and prompt-cache reads and writes).",
         },
     ),
     "prices_file": (

@@ -252,6 +252,9 @@ class Gateway:
                 completion.output_tokens,
                 completion.cost_usd,
                 completion.usage_problem,
+                completion.cache_read_tokens,
+                completion.cache_write_tokens,
+                completion.reasoning_tokens,
                 usage_missing=completion.usage_missing,
             )
             self._notify()
@@ -262,6 +265,9 @@ class Gateway:
                 input_tokens=completion.input_tokens,
                 output_tokens=completion.output_tokens,
                 cost_usd=cost,
+                cache_read_tokens=completion.cache_read_tokens,
+                cache_write_tokens=completion.cache_write_tokens,
+                reasoning_tokens=completion.reasoning_tokens,
             )
             if reservation.breach is not None:
                 limit = self.ledger.breach_limit

@@ -74,6 +74,9 @@ class ResponseCache:
             "cost_usd": completion.cost_usd,
             "model": completion.model,
             "finish_reason": completion.finish_reason,
+            "cache_read_tokens": completion.cache_read_tokens,
+            "cache_write_tokens": completion.cache_write_tokens,
+            "reasoning_tokens": completion.reasoning_tokens,
         }
         with self._lock:
             self._db.execute(

@@ -3,6 +3,12 @@
 Same shape as the OpenAI-compatible client (one request per call, same errors, sync twin);
 only the wire format differs: system prompt at the top level, strictly alternating roles,
 `max_tokens` required.
+
+Prompt caching: an RLM's conversation (a request with a system prompt) is re-sent whole every
+turn, so it carries `cache_control` breakpoints on the system prompt and on its last two user
+turns. The server then writes the prefix up to the newest turn and reads back the prefix the
+previous turn wrote; reads cost a tenth of plain input. One-off sub-queries (no system
+prompt) carry none: a cache write costs more than plain input and would never be read.
 """
 
 from __future__ import annotations
@@ -19,13 +25,22 @@ from recursa.lm.openai_compat import (
     WireRequest,
 )
 
-__all__ = ["ANTHROPIC_VERSION", "DEFAULT_MAX_TOKENS", "AnthropicClient", "to_anthropic_messages"]
+__all__ = [
+    "ANTHROPIC_VERSION",
+    "DEFAULT_MAX_TOKENS",
+    "AnthropicClient",
+    "to_anthropic_messages",
+    "with_cache_breakpoints",
+]
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 8192
 """The Messages API refuses a request without `max_tokens`; this is used when none is given."""
 
 _EMPTY = "(empty)"
+_EPHEMERAL = {"type": "ephemeral"}
+CACHED_USER_TURNS = 2
+"""User turns marked as cache breakpoints (with the system prompt: 3 of the 4 allowed)."""
 
 
 def to_anthropic_messages(messages: list[Message]) -> tuple[str | None, list[dict[str, str]]]:
@@ -57,6 +72,23 @@ def to_anthropic_messages(messages: list[Message]) -> tuple[str | None, list[dic
     return system, turns
 
 
+def with_cache_breakpoints(
+    system: str, turns: list[dict[str, str]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The system prompt and turns as content blocks, with `cache_control` on the system
+    prompt and the last `CACHED_USER_TURNS` user turns (the prefix the next turn re-sends)."""
+    blocks = [{"type": "text", "text": system, "cache_control": dict(_EPHEMERAL)}]
+    users = [i for i, turn in enumerate(turns) if turn["role"] == "user"]
+    marked = set(users[-CACHED_USER_TURNS:])
+    out: list[dict[str, Any]] = []
+    for i, turn in enumerate(turns):
+        block: dict[str, Any] = {"type": "text", "text": turn["content"]}
+        if i in marked:
+            block["cache_control"] = dict(_EPHEMERAL)
+        out.append({"role": turn["role"], "content": [block]})
+    return blocks, out
+
+
 class AnthropicClient(BaseHTTPClient):
     """`LMClient` for the Anthropic Messages API (`POST {base_url}/v1/messages`).
 
@@ -76,6 +108,7 @@ class AnthropicClient(BaseHTTPClient):
         default_max_tokens: int = DEFAULT_MAX_TOKENS,
         deadline: float = DEFAULT_DEADLINE,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        prompt_cache: bool = True,
     ) -> None:
         merged = {"anthropic-version": ANTHROPIC_VERSION}
         merged.update(headers or {})
@@ -89,6 +122,7 @@ class AnthropicClient(BaseHTTPClient):
             max_response_bytes=max_response_bytes,
         )
         self.default_max_tokens = default_max_tokens
+        self.prompt_cache = prompt_cache
         root = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
         self._url = f"{root}/v1/messages"
 
@@ -108,7 +142,9 @@ class AnthropicClient(BaseHTTPClient):
             "max_tokens": self.default_max_tokens if max_tokens is None else max_tokens,
             "messages": turns,
         }
-        if system is not None:
+        if system is not None and self.prompt_cache:
+            body["system"], body["messages"] = with_cache_breakpoints(system, turns)
+        elif system is not None:
             body["system"] = system
         if temperature is not None:
             body["temperature"] = temperature
@@ -141,11 +177,9 @@ def parse_anthropic_message(data: Any, model: str) -> Completion:
         and isinstance(block.get("text"), str)
     )
     usage = UsageReader(data.get("usage"))
-    input_tokens = (
-        usage.tokens("input_tokens")
-        + usage.tokens("cache_creation_input_tokens", required=False)
-        + usage.tokens("cache_read_input_tokens", required=False)
-    )
+    written = usage.tokens("cache_creation_input_tokens", required=False)
+    read = usage.tokens("cache_read_input_tokens", required=False)
+    input_tokens = usage.tokens("input_tokens") + written + read
     stop = data.get("stop_reason")
     served = data.get("model")
     return Completion(
@@ -156,5 +190,7 @@ def parse_anthropic_message(data: Any, model: str) -> Completion:
         model=served if isinstance(served, str) and served else model,
         finish_reason=stop if isinstance(stop, str) else None,
         usage_problem=usage.problem,
+        cache_read_tokens=read,
+        cache_write_tokens=written,
         usage_missing=usage.missing,
     )

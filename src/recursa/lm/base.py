@@ -22,6 +22,13 @@ class Completion:
     finish_reason: str | None = None
     usage_problem: str | None = None
     """Why the reported usage cannot be trusted (a field missing, negative, NaN...), if so."""
+    cache_read_tokens: int = 0
+    """Of `input_tokens`, those the provider served from its prompt cache (priced lower)."""
+    cache_write_tokens: int = 0
+    """Of `input_tokens`, those written to the provider's prompt cache (Anthropic prices
+    these above plain input)."""
+    reasoning_tokens: int = 0
+    """Of `output_tokens`, those the model spent reasoning (billed as output, not shown)."""
     usage_missing: bool = False
     """The reply carried no usage at all (some local servers send none): under a token or
     cost limit the ledger charges the request's reserved bound, which it cannot exceed."""

@@ -15,13 +15,25 @@ import httpx
 
 from recursa.errors import ConfigError
 from recursa.lm.anthropic import AnthropicClient
+from recursa.lm.azure import AZURE_API_VERSION, AzureOpenAIClient
 from recursa.lm.base import LMClient
+from recursa.lm.bedrock import (
+    BEDROCK_TOKEN_ENV,
+    ENDPOINT_ENV,
+    BedrockClient,
+    aws_credentials,
+    aws_region,
+)
+from recursa.lm.gemini import GeminiClient
+from recursa.lm.litellm_client import LiteLLMClient, import_litellm
+from recursa.lm.llm_library import LLMLibraryClient, check_model
 from recursa.lm.openai_compat import (
     DEFAULT_DEADLINE,
     DEFAULT_MAX_RESPONSE_BYTES,
     OpenAICompatClient,
     normalize_base_url,
 )
+from recursa.lm.responses import ResponsesClient, needs_responses
 
 __all__ = [
     "LOCAL_PROVIDERS",
@@ -34,7 +46,7 @@ __all__ = [
     "resolve_endpoint",
 ]
 
-Wire = Literal["openai", "anthropic"]
+Wire = Literal["openai", "anthropic", "gemini", "azure", "responses", "bedrock", "llm", "litellm"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,11 +92,27 @@ PROVIDERS: dict[str, ProviderInfo] = {
         "OPENROUTER_API_KEY",
         True,
     ),
+    "gemini": ProviderInfo(
+        "gemini",
+        "https://generativelanguage.googleapis.com",
+        "GEMINI_BASE_URL",
+        "GEMINI_API_KEY",
+        True,
+    ),
+    "azure": ProviderInfo("azure", "", "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY", True),
+    "bedrock": ProviderInfo("bedrock", "", ENDPOINT_ENV, BEDROCK_TOKEN_ENV, False),
+    "llm": ProviderInfo("llm", "", None, None, False),
+    "litellm": ProviderInfo("litellm", "", "LITELLM_API_BASE", "LITELLM_API_KEY", False),
 }
 """Every provider recursa knows, by the name used in `PROVIDER/MODEL`."""
 
 LOCAL_PROVIDERS: frozenset[str] = frozenset({"ollama", "vllm", "llamacpp", "lmstudio"})
 """Providers that run on the user's own machine (they cost nothing per token)."""
+
+AZURE_TOKEN_ENV = "AZURE_OPENAI_AD_TOKEN"
+"""A Microsoft Entra token, sent as a bearer token instead of the resource's key."""
+AZURE_VERSION_ENVS = ("AZURE_OPENAI_API_VERSION", "OPENAI_API_VERSION")
+"""Where Azure's `api-version` comes from (the first set), else `AZURE_API_VERSION`."""
 
 
 def _known() -> str:
@@ -126,6 +154,14 @@ class Endpoint:
     wire: Wire
     base_url: str
     api_key: str | None = field(default=None, repr=False)
+    api_version: str | None = None
+    """Azure's `api-version`."""
+    bearer: bool = False
+    """Azure: `api_key` is an Entra token, sent as `Authorization: Bearer`."""
+    region: str | None = None
+    """Bedrock's AWS region."""
+    credentials: Any = field(default=None, repr=False, compare=False)
+    """Bedrock without an API key: the botocore credentials that sign each request."""
 
     def __repr__(self) -> str:
         key = "***" if self.api_key else None
@@ -158,6 +194,18 @@ def resolve_endpoint(
     info = PROVIDERS.get(spec.provider)
     if info is None:
         raise ConfigError(f"unknown provider {spec.provider!r}; known providers: {_known()}")
+    if info.wire == "azure":
+        return _azure_endpoint(spec, info, base_url, env)
+    if info.wire == "bedrock":
+        return _bedrock_endpoint(spec, base_url, env)
+    if info.wire == "litellm":  # LiteLLM reads each provider's own variables
+        import_litellm()
+        given = (base_url or "").strip() or _env(env, info.base_url_env)
+        url = normalize_base_url(given) if given else ""
+        return Endpoint(spec.provider, "litellm", url, _env(env, info.key_env))
+    if info.wire == "llm":  # the llm library finds the model, its key and its server
+        check_model(spec.name)
+        return Endpoint(spec.provider, "llm", "")
     chosen = (base_url or "").strip() or _env(env, info.base_url_env) or info.default_base_url
     url = normalize_base_url(chosen)
     api_key = _env(env, info.key_env)
@@ -170,7 +218,58 @@ def resolve_endpoint(
         raise ConfigError(
             f"{info.key_env} is not set: export it, or use --base-url for a local server"
         )
-    return Endpoint(spec.provider, info.wire, url, api_key)
+    wire: Wire = info.wire
+    if spec.provider == "openai" and needs_responses(spec.name):
+        wire = "responses"  # served by the Responses API alone
+    return Endpoint(spec.provider, wire, url, api_key)
+
+
+def _azure_endpoint(
+    spec: ModelSpec, info: ProviderInfo, base_url: str | None, env: Mapping[str, str]
+) -> Endpoint:
+    """Azure has no default host: the resource's endpoint and a key (or token) are needed."""
+    chosen = (base_url or "").strip() or _env(env, info.base_url_env)
+    if not chosen:
+        raise ConfigError(
+            f"{info.base_url_env} is not set: export it (https://RESOURCE.openai.azure.com) "
+            "or use --base-url"
+        )
+    key, token = _env(env, info.key_env), _env(env, AZURE_TOKEN_ENV)
+    if key is None and token is None:
+        raise ConfigError(
+            f"{info.key_env} is not set: export it, or {AZURE_TOKEN_ENV} for an Entra token"
+        )
+    version = next(
+        (v for v in (_env(env, name) for name in AZURE_VERSION_ENVS) if v), AZURE_API_VERSION
+    )
+    return Endpoint(
+        spec.provider,
+        info.wire,
+        normalize_base_url(chosen),
+        key or token,
+        api_version=version,
+        bearer=key is None,
+    )
+
+
+def _bedrock_endpoint(spec: ModelSpec, base_url: str | None, env: Mapping[str, str]) -> Endpoint:
+    """A Bedrock API key when one is set, else AWS credentials (SigV4); the region's host."""
+    region = aws_region(env)
+    chosen = (
+        (base_url or "").strip()
+        or _env(env, ENDPOINT_ENV)
+        or f"https://bedrock-runtime.{region}.amazonaws.com"
+    )
+    token = _env(env, BEDROCK_TOKEN_ENV)
+    credentials = None if token else aws_credentials(env)
+    return Endpoint(
+        spec.provider,
+        "bedrock",
+        normalize_base_url(chosen),
+        token,
+        region=region,
+        credentials=credentials,
+    )
 
 
 def make_client(
@@ -192,4 +291,28 @@ def make_client(
         return AnthropicClient(endpoint.base_url, endpoint.api_key, **options)
     if endpoint.wire == "openai":
         return OpenAICompatClient(endpoint.base_url, endpoint.api_key, **options)
+    if endpoint.wire == "llm":
+        return LLMLibraryClient()
+    if endpoint.wire == "litellm":
+        return LiteLLMClient(endpoint.base_url, endpoint.api_key)
+    if endpoint.wire == "bedrock":
+        return BedrockClient(
+            endpoint.base_url,
+            endpoint.api_key,
+            region=endpoint.region or "",
+            credentials=endpoint.credentials,
+            **options,
+        )
+    if endpoint.wire == "responses":
+        return ResponsesClient(endpoint.base_url, endpoint.api_key, **options)
+    if endpoint.wire == "gemini":
+        return GeminiClient(endpoint.base_url, endpoint.api_key, **options)
+    if endpoint.wire == "azure":
+        return AzureOpenAIClient(
+            endpoint.base_url,
+            endpoint.api_key,
+            api_version=endpoint.api_version or AZURE_API_VERSION,
+            bearer=endpoint.bearer,
+            **options,
+        )
     raise ConfigError(f"unknown wire format {endpoint.wire!r}")

@@ -190,6 +190,17 @@ class UsageReader:
         self._odd(f"usage.{key} is {one_line(repr(value), 40)}")
         return 0
 
+    def nested_tokens(self, parent: str, key: str) -> int:
+        """An optional count inside an optional object (`prompt_tokens_details.cached_tokens`)."""
+        inner = self.usage.get(parent)
+        if inner is None:
+            return 0
+        reader = UsageReader(inner)
+        value = reader.tokens(key, required=False)
+        if reader.problem is not None:
+            self._odd(reader.problem.replace("usage.", f"usage.{parent}.", 1))
+        return value
+
     def cost(self, key: str = "cost") -> float | None:
         """A cost in USD that the provider reports itself (OpenRouter's `usage.cost`)."""
         value = self.usage.get(key)
@@ -602,13 +613,20 @@ def parse_openai_completion(data: Any, model: str) -> Completion:
     usage = UsageReader(data.get("usage"))
     finish = choice.get("finish_reason")
     served = data.get("model")
+    input_tokens = usage.tokens("prompt_tokens")
+    # OpenAI caches long prompts' stable prefixes by itself and says how much it read back.
+    cached = min(input_tokens, usage.nested_tokens("prompt_tokens_details", "cached_tokens"))
+    output_tokens = usage.tokens("completion_tokens")
+    reasoning = usage.nested_tokens("completion_tokens_details", "reasoning_tokens")
     return Completion(
         text=text,
-        input_tokens=usage.tokens("prompt_tokens"),
-        output_tokens=usage.tokens("completion_tokens"),
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
         cost_usd=usage.cost(),
         model=served if isinstance(served, str) and served else model,
         finish_reason=finish if isinstance(finish, str) else None,
         usage_problem=usage.problem,
+        cache_read_tokens=cached,
+        reasoning_tokens=min(output_tokens, reasoning),
         usage_missing=usage.missing,
     )

@@ -51,7 +51,7 @@ def count_message_tokens(messages: Sequence[Mapping[str, str]]) -> int:
     return sum(count_tokens(m.get("content", "")) + PER_MESSAGE_TOKENS for m in messages)
 
 
-Wire = Literal["openai", "anthropic"]
+Wire = Literal["openai", "anthropic", "gemini", "azure", "responses", "bedrock"]
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,26 @@ import json
 import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from recursa.testing.other_wires import (
+    AZURE_PATH,
+    BEDROCK_PATH,
+    GEMINI_PATH,
+    bedrock_answer,
+    bedrock_auth_problem,
+    bedrock_error,
+    bedrock_messages,
+    gemini_answer,
+    gemini_error,
+    gemini_messages,
+    responses_answer,
+    responses_messages,
+)
+from recursa.testing.prompt_cache import MIN_CACHEABLE_TOKENS, PromptCache
 from recursa.testing.scripted import (
     LMRequest,
     Reply,
@@ -160,6 +176,12 @@ class _Handler(BaseHTTPRequestHandler):
         body: dict[str, Any] | None = None,
         retry_after: float | None = None,
     ) -> None:
+        if body is None and wire == "gemini":
+            self._send_json(status, gemini_error(status, message, retry_after))
+            return
+        if body is None and wire == "bedrock":
+            self._send_json(status, *bedrock_error(status, message))
+            return
         if body is None:
             if wire == "anthropic":
                 kind = "rate_limit_error" if status == 429 else "api_error"
@@ -200,10 +222,23 @@ class _Handler(BaseHTTPRequestHandler):
             wire: Wire = "openai"
         elif path == "/v1/messages":
             wire = "anthropic"
+        elif GEMINI_PATH.match(path):
+            wire = "gemini"
+        elif AZURE_PATH.match(path):
+            wire = "azure"
+        elif path == "/v1/responses":
+            wire = "responses"
+        elif BEDROCK_PATH.match(path):
+            wire = "bedrock"
         else:
             self._send_error("openai", 404, f"no such endpoint: POST {self.path}")
             return
         fake = self.server.fake
+        refused = self._refuse_auth(wire)
+        if refused:
+            fake._record_error(f"bad request: {refused[1]}")
+            self._send_error(wire, *refused)
+            return
         try:
             request = self._parse(wire, body)
         except ValueError as exc:
@@ -229,11 +264,33 @@ class _Handler(BaseHTTPRequestHandler):
                 retry_after=reply.retry_after,
             )
             return
-        fake._account(request, reply)
-        if wire == "openai":
-            self._answer_openai(request, reply)
+        cached = fake._account(request, reply)
+        if wire in ("openai", "azure"):
+            self._answer_openai(request, reply, cached[0])
+        elif wire == "gemini":
+            inp, out = usage_of(request, reply)
+            self._send_json(200, gemini_answer(request.model, reply, inp, out))
+        elif wire == "responses":
+            inp, out = usage_of(request, reply)
+            self._send_json(200, responses_answer(request.model, reply, inp, out, cached[0]))
+        elif wire == "bedrock":
+            self._send_json(200, bedrock_answer(reply, *usage_of(request, reply), *cached))
         else:
-            self._answer_anthropic(request, reply)
+            self._answer_anthropic(request, reply, cached)
+
+    def _refuse_auth(self, wire: Wire) -> tuple[int, str] | None:
+        """Gemini wants its key, Azure a key or token and an api-version, as the real ones."""
+        query = self.path.partition("?")[2]
+        if wire == "gemini" and not self.headers.get("x-goog-api-key"):
+            return 403, "Method doesn't allow unregistered callers: pass an API key"
+        if wire == "bedrock" and (problem := bedrock_auth_problem(self.headers)):
+            return 403, problem
+        if wire == "azure":
+            if not (self.headers.get("api-key") or self.headers.get("authorization")):
+                return 401, "Access denied due to missing subscription key."
+            if "api-version=" not in query:
+                return 404, "Resource not found: the api-version query parameter is required"
+        return None
 
     def _parse(self, wire: Wire, raw: bytes) -> LMRequest:
         try:
@@ -242,6 +299,46 @@ class _Handler(BaseHTTPRequestHandler):
             raise ValueError(f"body is not JSON: {exc}") from None
         if not isinstance(body, dict):
             raise ValueError("body must be a JSON object")
+        path = self.path.split("?", 1)[0].rstrip("/")
+        if wire == "gemini":
+            config = body.get("generationConfig") or {}
+            limit = config.get("maxOutputTokens") if isinstance(config, dict) else None
+            return LMRequest(
+                messages=gemini_messages(body),
+                model=GEMINI_PATH.match(path).group(1),  # type: ignore[union-attr]
+                max_tokens=limit if isinstance(limit, int) else None,
+                wire=wire,
+                temperature=config.get("temperature") if isinstance(config, dict) else None,
+                headers={k.lower(): v for k, v in self.headers.items()},
+                body=body,
+            )
+        sent = body
+        if wire == "bedrock":
+            config = body.get("inferenceConfig") or {}
+            limit = config.get("maxTokens") if isinstance(config, dict) else None
+            model = BEDROCK_PATH.match(path).group(1)  # type: ignore[union-attr]
+            return LMRequest(
+                messages=bedrock_messages(body),
+                model=urllib.parse.unquote(model),
+                max_tokens=limit if isinstance(limit, int) else None,
+                wire=wire,
+                temperature=config.get("temperature") if isinstance(config, dict) else None,
+                headers={k.lower(): v for k, v in self.headers.items()},
+                body=body,
+            )
+        if wire == "responses":
+            limit = body.get("max_output_tokens")
+            return LMRequest(
+                messages=responses_messages(body),
+                model=str(body.get("model") or ""),
+                max_tokens=limit if isinstance(limit, int) else None,
+                wire=wire,
+                temperature=body.get("temperature"),
+                headers={k.lower(): v for k, v in self.headers.items()},
+                body=body,
+            )
+        if wire == "azure":  # the deployment in the path names the model
+            body = {**body, "model": AZURE_PATH.match(path).group(1)}  # type: ignore[union-attr]
         messages = _messages(body.get("messages"))
         if wire == "anthropic":
             if not self.headers.get("anthropic-version"):
@@ -262,16 +359,18 @@ class _Handler(BaseHTTPRequestHandler):
             temperature=body.get("temperature"),
             stream=bool(body.get("stream")),
             headers={k.lower(): v for k, v in self.headers.items()},
-            body=body,
+            body=sent,
         )
 
-    def _answer_openai(self, request: LMRequest, reply: Reply) -> None:
+    def _answer_openai(self, request: LMRequest, reply: Reply, cached: int = 0) -> None:
         inp, out = usage_of(request, reply)
         usage: dict[str, Any] = {
             "prompt_tokens": inp,
             "completion_tokens": out,
             "total_tokens": inp + out,
         }
+        if cached:  # the automatic cache served part of the prompt
+            usage["prompt_tokens_details"] = {"cached_tokens": cached}
         if reply.cost_usd is not None:
             usage["cost"] = reply.cost_usd  # where OpenRouter reports it
         rid = f"chatcmpl-fake-{self.server.fake._next_id()}"
@@ -319,8 +418,14 @@ class _Handler(BaseHTTPRequestHandler):
         lines.append("data: [DONE]\n\n")
         self._send(200, "".join(lines).encode(), "text/event-stream", {"Cache-Control": "no-cache"})
 
-    def _answer_anthropic(self, request: LMRequest, reply: Reply) -> None:
+    def _answer_anthropic(self, request: LMRequest, reply: Reply, cached: tuple[int, int]) -> None:
         inp, out = usage_of(request, reply)
+        read, written = cached
+        usage = {
+            "input_tokens": inp - read - written,
+            "cache_creation_input_tokens": written,
+            "cache_read_input_tokens": read,
+        }
         rid = f"msg_fake_{self.server.fake._next_id()}"
         stop = _ANTHROPIC_STOP.get(reply.finish_reason, reply.finish_reason)
         if not request.stream:
@@ -334,7 +439,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "content": [{"type": "text", "text": reply.text}],
                     "stop_reason": stop,
                     "stop_sequence": None,
-                    "usage": {"input_tokens": inp, "output_tokens": out},
+                    "usage": {**usage, "output_tokens": out},
                 },
             )
             return
@@ -346,7 +451,7 @@ class _Handler(BaseHTTPRequestHandler):
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": inp, "output_tokens": 0},
+            "usage": {**usage, "output_tokens": 0},
         }
         events: list[tuple[str, dict[str, Any]]] = [
             ("message_start", {"type": "message_start", "message": start}),
@@ -397,6 +502,10 @@ class FakeLMServer:
     only then is the responder consulted. A responder that raises gives HTTP 500 with the
     exception's text, also kept in `errors`. `usage` and `by_model` total what successful
     responses REPORTED (cost only where the OpenAI wire reports it, as `usage.cost`).
+    On the Anthropic and Bedrock wires, cache breakpoints are honoured as the APIs document,
+    and on the OpenAI ones the automatic prefix cache is played
+    (`prompt_cache.PromptCache`, prefixes of at least `prompt_cache_min_tokens`); its
+    `input_tokens` here count the whole prompt, cached parts included.
     """
 
     def __init__(
@@ -411,8 +520,10 @@ class FakeLMServer:
         retry_after: float | None = None,
         drop_first: int = 0,
         models: Sequence[str] = ("fake-model",),
+        prompt_cache_min_tokens: int = MIN_CACHEABLE_TOKENS,
     ) -> None:
         self.responder = responder
+        self.prompt_cache = PromptCache(prompt_cache_min_tokens)
         self.host = host
         self.latency = latency
         self.fail_first = fail_first
@@ -540,8 +651,9 @@ class FakeLMServer:
             return list(self._errors)
 
     def reset(self) -> None:
-        """Forget requests, usage, errors and the in-flight maximum. Injection restarts:
-        `drop_first`/`fail_first` count from the next request again."""
+        """Forget requests, usage, errors, the in-flight maximum and the prompt cache.
+        Injection restarts: `drop_first`/`fail_first` count from the next request again."""
+        self.prompt_cache.clear()
         with self._lock:
             in_flight = self._in_flight
             self._clear()
@@ -596,8 +708,15 @@ class FakeLMServer:
             with self._lock:
                 self._in_flight -= 1
 
-    def _account(self, request: LMRequest, reply: Reply) -> None:
+    def _account(self, request: LMRequest, reply: Reply) -> tuple[int, int]:
+        """Total what this reply reports; returns its prompt-cache (read, written) tokens."""
         inp, out = usage_of(request, reply)
+        if request.wire in ("anthropic", "bedrock"):
+            cached = self.prompt_cache.split(request, inp)
+        elif request.wire in ("openai", "azure", "responses"):
+            cached = (self.prompt_cache.automatic(request, inp), 0)
+        else:
+            cached = (0, 0)
         with self._lock:
             model = self._by_model.setdefault(request.model, _zero_usage())
             for totals in (self._usage, model):
@@ -606,3 +725,4 @@ class FakeLMServer:
                 totals["responses"] += 1
                 if reply.cost_usd is not None and request.wire == "openai":
                     totals["cost_usd"] += reply.cost_usd
+        return cached

@@ -54,6 +54,9 @@ class _Outcome:
     error: str | None
     status: int | None
     prompt_sha256: str | None
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
 
 
 @dataclass(slots=True)
@@ -129,6 +132,9 @@ class Recording:
                         error=typed.error,
                         status=typed.status,
                         prompt_sha256=sha,
+                        cache_read_tokens=typed.cache_read_tokens,
+                        cache_write_tokens=typed.cache_write_tokens,
+                        reasoning_tokens=typed.reasoning_tokens,
                     )
                     if typed.purpose in ROOT_PURPOSES:
                         root[typed.rlm].append(outcome)
@@ -376,6 +382,9 @@ class ReplayClient:
             output_tokens=outcome.output_tokens,
             cost_usd=outcome.cost_usd,
             model=model,
+            cache_read_tokens=outcome.cache_read_tokens,
+            cache_write_tokens=outcome.cache_write_tokens,
+            reasoning_tokens=outcome.reasoning_tokens,
         )
 
     async def aclose(self) -> None:
