@@ -156,3 +156,23 @@ def test_a_persistent_rlm_keeps_its_repl_and_starts_each_answer_afresh(serve) ->
         assert rlm.completion("first").response == "noted"
         assert rlm.completion("second").response == "first+second"
     assert "REPL output:\nFalse" in root_requests(server)[-1].last_user
+
+
+def test_a_persistent_rlm_gives_each_finished_question_as_history_n(serve) -> None:
+    server = serve(
+        ScriptedLM(
+            root=[
+                repl("answer['content'] = 'one'\nanswer['ready'] = True"),
+                repl(
+                    "roles = [m['role'] for m in history_0]\n"
+                    "said = history_0[-1]['content']\n"
+                    "answer['content'] = f\"{roles[:2]} {'one' in said} {history == history_0}\"\n"
+                    "answer['ready'] = True"
+                ),
+            ]
+        )
+    )
+    with RLM(backend_kwargs={"model_name": "m", "base_url": server.url}, persistent=True) as rlm:
+        assert rlm.completion("first", root_prompt="Say one").response == "one"
+        second = rlm.completion("second", root_prompt="What did you say?")
+    assert second.response == "['system', 'user'] True True"

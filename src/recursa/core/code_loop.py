@@ -66,6 +66,8 @@ class Loop(TurnLoop):
         self.contexts: list[Context] = []
         self.log: list[Message] = []
         """Every message of the conversation, never compacted: the REPL's `history`."""
+        self.histories: list[list[Message]] = []
+        """The official dialect: each finished question's root conversation, `history_N`."""
         self.sandbox: Sandbox | None = None
         self._starting: asyncio.Task[None] | None = None
         self._turn: list[tuple[str, str, str | None, int]] = []
@@ -119,9 +121,18 @@ class Loop(TurnLoop):
     def _question_vars(self) -> dict[str, Any]:
         """The host-set variables each question starts with: `history`, and in the official
         dialect an `answer` not yet ready."""
-        variables: dict[str, Any] = {"history": self.log}
+        variables = self._history_vars()
         if self.official:
             variables[dialect.ANSWER_VARIABLE] = dialect.initial_answer()
+        return variables
+
+    def _history_vars(self) -> dict[str, Any]:
+        """recursa's `history` is the whole conversation; the official dialect's is the latest
+        finished question's, beside every one as `history_0`, `history_1`, ..."""
+        if not self.official:
+            return {"history": self.log}
+        variables: dict[str, Any] = {f"history_{n}": h for n, h in enumerate(self.histories)}
+        variables["history"] = self.histories[-1] if self.histories else []
         return variables
 
     async def close(self) -> None:
@@ -156,6 +167,7 @@ class Loop(TurnLoop):
         """Answer `question`: the first of the conversation, or a later one (a session)."""
         self.iterations = 0
         self.best = None
+        start = len(self.log)
         if not self.messages:
             self.first = self._first_message(question, self.contexts)
             self.append({"role": "system", "content": self._system_prompt()})
@@ -181,7 +193,10 @@ class Loop(TurnLoop):
             repl = prompts.REPL_RESTARTED.format(why=lost) if lost else prompts.REPL_KEPT
             self.first = prompts.NEW_QUESTION.format(question=question, contexts=added, repl=repl)
             self.append({"role": "user", "content": self.first})
-        return await self.turns()
+        outcome = await self.turns()
+        if self.official:
+            self.histories.append([dict(m) for m in self.log[start:]])
+        return outcome
 
     def append(self, message: Message) -> None:
         self.messages.append(message)
@@ -241,7 +256,7 @@ class Loop(TurnLoop):
 
     async def after_compaction(self) -> None:
         """The REPL's `history` keeps the whole conversation the prompt no longer holds."""
-        await (await self._ready()).add(ContextPayload(), {"history": self.log})
+        await (await self._ready()).add(ContextPayload(), self._history_vars())
 
     # ---- one reply ---------------------------------------------------------------------------
     async def _handle(

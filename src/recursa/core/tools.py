@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
-from ..sandbox.inside.names import RESERVED
+from ..sandbox.inside.names import RESERVED, is_numbered
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +67,8 @@ def normalize(
 def _checked(t: Tool) -> Tool:
     if not callable(t.fn):
         raise ConfigError(f"tool {t.name!r} is not callable")
-    if not t.name.isidentifier() or t.name in RESERVED or t.name.startswith("_"):
+    taken = t.name in RESERVED or is_numbered(t.name)
+    if not t.name.isidentifier() or taken or t.name.startswith("_"):
         raise ConfigError(f"{t.name!r} cannot be a tool name: it must be a free identifier")
     if t.cost_usd is not None and t.cost_usd < 0:
         raise ConfigError(f"tool {t.name!r}: cost_usd must not be negative")
