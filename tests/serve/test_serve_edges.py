@@ -104,3 +104,16 @@ def test_where_model_code_can_read_the_server_token(serve, tmp_path, given: str)
         assert found == "cmdline"
         assert "--token on the command line can be read" in stderr
         assert "RECURSA_SERVER_TOKEN" in stderr
+
+
+def test_serve_with_the_official_dialect_ends_a_run_on_the_answer_dict(serve, tmp_path) -> None:
+    fake = serve(lambda r: repl("answer['content'] = 'from the dict'\nanswer['ready'] = True"))
+    args = [*_common(fake), "--dialect", "official"]
+    env = host_env(RECURSA_SERVER_TOKEN=TOKEN)
+
+    with recursa_serve(args, env=env, workdir=tmp_path) as served:
+        reply = _ask(served.url)
+
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["choices"][0]["message"]["content"] == "from the dict"
+    assert 'answer["ready"] = True' in fake.requests[0].messages[0]["content"]

@@ -180,6 +180,15 @@ _OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
             "help": "actions: the model emits JSON actions that a kernel runs; no code runs.",
         },
     ),
+    "dialect": (
+        ("--dialect",),
+        {
+            "type": click.Choice(["recursa", "official"]),
+            "default": "recursa",
+            "help": "official: the REPL conventions of the paper's library (answer dict, its "
+            "observation layout), for models trained on its trajectories.",
+        },
+    ),
     "price_args": (
         ("--price", "price_args"),
         {
@@ -290,14 +299,7 @@ run_options = stack(
         "[default: rlm, or the profile's].",
     ),
     option("mode"),
-    click.option(
-        "--dialect",
-        type=click.Choice(["recursa", "official"]),
-        default="recursa",
-        show_default=True,
-        help="official: the REPL conventions of the paper's library (answer dict, its "
-        "observation layout), for models trained on its trajectories.",
-    ),
+    option("dialect"),
     click.option(
         "--system-prompt",
         "system_prompt_file",

@@ -47,6 +47,7 @@ _shared_options = stack(
         "mode", help="actions: served runs use the action protocol; no model-written code runs."
     ),
     option("memory_limit"),
+    option("dialect", help="official: served runs use the official library's REPL conventions."),
     option("price_args"),
     option("prices_file"),
     option("no_store", help="Do not keep runs in the run store."),
@@ -74,6 +75,7 @@ def _settings(opts: dict[str, Any], models: list[str], *, any_path: bool = False
         max_output_chars=opts["max_output_chars"],
         sandbox=resolve_backend(opts["sandbox"]),
         mode=opts["mode"],
+        dialect=opts["dialect"],
         memory_limit=opts.get("memory_limit"),
         prices_file=opts.get("prices_file"),
         price_args=tuple(opts.get("price_args") or ()),

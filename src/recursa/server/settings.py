@@ -98,6 +98,8 @@ class ServeSettings:
     max_output_chars: int = 20_000
     sandbox: str = "auto"
     mode: str = "code"
+    dialect: str = "recursa"
+    """The REPL conventions of every served run: recursa's own, or the official library's."""
     memory_limit: int | None = None
     prices_file: str | None = None
     price_args: tuple[str, ...] = ()
@@ -242,6 +244,7 @@ class ServeSettings:
             "base_url_for": self.default_model,
             "strategy": "rlm",
             "mode": self.mode,
+            "dialect": self.dialect,
             "signature": None,
             "context_window": None,
             "max_output_chars": self.max_output_chars,
