@@ -35,3 +35,9 @@ def test_model_code_finds_exactly_the_listed_names_and_variables(serve, backend)
 def test_every_listed_name_and_variable_is_refused_as_a_tool_name(name: str) -> None:
     with pytest.raises(ConfigError, match="cannot be a tool name"):
         RLM("openai/x", base_url=NOWHERE, tools={name: host_pid})
+
+
+@pytest.mark.parametrize("name", ["context_0", "history_2"])
+def test_a_numbered_variable_is_refused_as_a_tool_name(name: str) -> None:
+    with pytest.raises(ConfigError, match="cannot be a tool name"):
+        RLM("openai/x", base_url=NOWHERE, tools={name: host_pid})
