@@ -117,10 +117,10 @@ def with_cache_breakpoints(
     out: list[dict[str, Any]] = []
     for i, turn in enumerate(turns):
         content = turn["content"]
-        blocks = list(content) if isinstance(content, list) else [{"type": "text", "text": content}]
+        parts = list(content) if isinstance(content, list) else [{"type": "text", "text": content}]
         if i in marked:
-            blocks[-1] = {**blocks[-1], "cache_control": dict(_EPHEMERAL)}
-        out.append({"role": turn["role"], "content": blocks})
+            parts[-1] = {**parts[-1], "cache_control": dict(_EPHEMERAL)}
+        out.append({"role": turn["role"], "content": parts})
     return blocks, out
 
 
