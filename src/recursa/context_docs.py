@@ -58,7 +58,7 @@ def why_not_text(path: Path, probe: int = 8192) -> str | None:
         return None
     for magic, kind in IMAGE_MAGIC.items():
         if head.startswith(magic):
-            return f"a {kind} image: not text (llm_query(prompt, images=[path]) can show it)"
+            return f"a {kind} image: not text"
     if b"\0" in head:  # the test git uses for binary content
         return "binary, not text"
     return None

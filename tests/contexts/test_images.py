@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e_helpers import one_json_object, repl, run_cli, sub_requests
+from e2e_helpers import one_json_object, repl, root_requests, run_cli, sub_requests
 from recursa import RLM
 from recursa.context import from_path
 from recursa.core.gateway import input_token_bound, messages_sha256
@@ -82,6 +82,9 @@ def test_run_over_a_folder_sends_the_png_and_the_trace_names_it(serve, tmp_path:
 
     assert run.rc == 0, run.err
     assert one_json_object(run.out)["answer"] == "Meter reads 5812"
+    first = root_requests(server)[0].messages[1]["content"]
+    assert "  scans/meter.png: a PNG image: not text" in first
+    assert "llm_query(prompt, images=[path])" in first
     [sub] = sub_requests(server)
     assert sub.images == [("image/png", image)]
     assert sub.last_user == "What does the meter read?"
