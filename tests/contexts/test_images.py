@@ -10,6 +10,7 @@ import json
 import struct
 import zlib
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -125,6 +126,8 @@ def test_anthropic_gets_base64_image_blocks_and_batches_take_one_list_per_prompt
         ("../secret.png", "is not a file inside this run's contexts"),
         ("/etc/passwd", "is not a file inside this run's contexts"),
         ("notes.txt", "is not a PNG, JPEG, GIF or WebP image"),
+        ("link.png", "is not a file inside this run's contexts"),
+        ("big.png", "bytes: the limit is 64 bytes an image"),
     ],
 )
 def test_a_path_outside_the_context_or_not_an_image_is_refused_in_the_repl(
@@ -132,13 +135,16 @@ def test_a_path_outside_the_context_or_not_an_image_is_refused_in_the_repl(
 ) -> None:
     folder, _ = folder_with_image(tmp_path)
     (tmp_path / "secret.png").write_bytes(png("outside"))
+    (folder / "link.png").symlink_to(tmp_path / "secret.png")  # a way out of the folder
+    (folder / "big.png").write_bytes(png("x" * 64))
     code = f"""
 try:
     llm_query('look', images=[{name!r}])
 except ValueError as exc:
     FINAL(str(exc))
 """
-    result, server = run_code(serve, code, folder)
+    with mock.patch("recursa.images.MAX_IMAGE_BYTES", 64):
+        result, server = run_code(serve, code, folder)
 
     assert result.status == "ok", result.error
     assert why in result.answer
@@ -157,6 +163,22 @@ def test_an_image_is_charged_at_its_bound_and_hashed_into_the_request_digest() -
 
     assert input_token_bound(with_a) == input_token_bound(text) + IMAGE_TOKEN_BOUND
     assert messages_sha256(with_a) != messages_sha256(with_b) != messages_sha256(text)
+
+
+def test_a_client_that_sends_text_only_refuses_images_before_sending(tmp_path: Path) -> None:
+    folder, _ = folder_with_image(tmp_path)
+    code = """
+try:
+    llm_query('look', images=['scans/meter.png'])
+except ValueError as exc:
+    FINAL(str(exc))
+"""
+    script = ScriptedLM(root=[repl(code)], sub=vision)  # in process: text only
+    result = RLM("gemini/g", client=script, env={}).run("q", context=from_path(str(folder)))
+
+    assert result.status == "ok", result.error
+    assert result.answer.startswith("gemini/g cannot be sent images here")
+    assert [r for r in script.requests if not r.is_root] == []
 
 
 def test_a_model_without_vision_gets_a_plain_error(serve, tmp_path: Path) -> None:
