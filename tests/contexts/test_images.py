@@ -70,7 +70,9 @@ def run_code(serve, code: str, context_dir: Path, model: str = "openai/x", **opt
     return rlm.run("What does the meter read?", context=from_path(str(context_dir))), server
 
 
-def test_run_over_a_folder_sends_the_png_and_the_trace_names_it(serve, tmp_path: Path) -> None:
+def test_run_over_a_folder_sends_the_png_the_trace_names_it_and_replays(
+    serve, tmp_path: Path
+) -> None:
     folder, image = folder_with_image(tmp_path)
     code = "FINAL(llm_query('What does the meter read?', images=['scans/meter.png']))"
     server = serve(ScriptedLM(root=[repl(code)], sub=vision))
@@ -98,6 +100,10 @@ def test_run_over_a_folder_sends_the_png_and_the_trace_names_it(serve, tmp_path:
     ]
     assert all(e["images"] is None for e in events if e["type"] == "lm_call_start"
                and e["purpose"] == "root")  # fmt: skip
+    replayed = run_cli(["replay", str(trace), "--context", str(folder), "--json", "--quiet"])
+    assert replayed.rc == 0, replayed.err
+    out = json.loads(replayed.out)
+    assert out["answer"] == "Meter reads 5812" and out["diverged"] is False
 
 
 def test_anthropic_gets_base64_image_blocks_and_batches_take_one_list_per_prompt(
