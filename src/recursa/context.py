@@ -377,6 +377,11 @@ def _describe_dir(var: str, ctx: Context) -> str:
         shown = "\n".join(f"  {rel}: {why}" for rel, why in ctx.unreadable[:20])
         more = f"\n  ... and {len(ctx.unreadable) - 20:,} more" if len(ctx.unreadable) > 20 else ""
         large += f"\nNot in the mapping (cannot be read as text):\n{shown}{more}"
+        if any(" image" in why for _, why in ctx.unreadable):
+            large += (
+                "\nAn image is shown to a vision sub-model by its path as listed: "
+                f"llm_query(prompt, images=[path]) (in `{var}` the paths are relative)."
+            )
     return (
         f"`{var}` is a directory: a mapping of relative path -> file text (read on access), "
         f"{len(ctx.files):,} files, {total:,} bytes in all; `{var}.sizes` maps path -> bytes.\n"

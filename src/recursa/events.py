@@ -98,6 +98,9 @@ class LMCallStarted(Event):
     prompt_sha256: str | None = None
     """The hash of every message sent: how a replay matches a sub-query to its recorded
     reply, and tells that the conversation it rebuilt is the one recorded."""
+    images: list[dict[str, str]] | None = None
+    """The images sent with a sub-query, each as its context `path` and `sha256` (never
+    the bytes); None for a text-only call."""
 
 
 @dataclass(slots=True, kw_only=True)

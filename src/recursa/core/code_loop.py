@@ -25,7 +25,8 @@ from ..events import (
     SubQueriesAsked,
     ToolCalled,
 )
-from ..lm.base import Message
+from ..images import load_images
+from ..lm.base import ContentPart, Message
 from ..sandbox import make_sandbox
 from ..sandbox.base import BlockResult, ContextPayload, Sandbox, StreamedTexts
 from . import dialect, prompts
@@ -414,16 +415,24 @@ class Loop(TurnLoop):
                 )
         if fn == "llm_query":
             prompt = _text(args, "prompt")
+            images = self._images(args.get("images"))
             self._asked(1)
-            return await self._sub_query(prompt, model)
+            return await self._sub_query(prompt, model, images=images)
         if fn == "llm_query_batched":
             streamed = args.get("prompts")
+            count = len(streamed) if isinstance(streamed, StreamedTexts) else None
+            per_prompt = self._batch_images(args.get("images"), count, args)
             if isinstance(streamed, StreamedTexts):
                 self._asked(len(streamed))
-                return await _batched(self._streamed_sub_queries(streamed, model))
+                return await _batched(self._streamed_sub_queries(streamed, model, per_prompt))
             prompts_ = _texts(args, "prompts")
             self._asked(len(prompts_))
-            return await _batched([self._sub_query(p, model) for p in prompts_])
+            return await _batched(
+                [
+                    self._sub_query(p, model, images=per_prompt[i] if per_prompt else [])
+                    for i, p in enumerate(prompts_)
+                ]
+            )
         if fn == "rlm_query":
             return await self._child(_text(args, "prompt"), args.get("context"), model)
         if fn == "rlm_query_batched":
@@ -433,6 +442,22 @@ class Loop(TurnLoop):
                 [self._child(p, c, model) for p, c in zip(prompts_, contexts, strict=True)]
             )
         raise ValueError(f"unknown function {fn!r}")
+
+    def _images(self, names: Any) -> list[ContentPart]:
+        """The image parts a sub-query names (None: none), read only from this loop's
+        contexts (the run's own, at the root)."""
+        return [] if names is None else load_images(names, self.contexts)
+
+    def _batch_images(
+        self, names: Any, count: int | None, args: dict[str, Any]
+    ) -> list[list[ContentPart]] | None:
+        """One list of image parts per prompt of a batch, or None when it sends none."""
+        if names is None:
+            return None
+        total = count if count is not None else len(_texts(args, "prompts"))
+        if not isinstance(names, list) or len(names) != total:
+            raise ValueError(f"images must be a list of {total} lists: one per prompt")
+        return [self._images(each) for each in names]
 
     def _asked(self, count: int) -> None:
         self.run_.emitter.emit(SubQueriesAsked(rlm=self.id, depth=self.depth, count=count))
@@ -481,11 +506,21 @@ class Loop(TurnLoop):
                 )
             )
 
-    async def _sub_query(self, prompt: str, model: str | None, purpose: str = "sub") -> str:
-        """A plain sub-query: the prompt alone as the user message, no system prompt."""
+    async def _sub_query(
+        self,
+        prompt: str,
+        model: str | None,
+        purpose: str = "sub",
+        images: list[ContentPart] | None = None,
+    ) -> str:
+        """A plain sub-query: the prompt alone as the user message, no system prompt; with
+        images, the message's content is the prompt's text part and then its images."""
         target = model or self.cfg.sub_model or self.cfg.model
+        content: str | list[ContentPart] = (
+            [{"type": "text", "text": prompt}, *images] if images else prompt
+        )
         completion = await self.run_.gateway.complete(
-            [{"role": "user", "content": prompt}],
+            [{"role": "user", "content": content}],
             model=target,
             depth=self.depth,
             rlm=self.id,
@@ -494,14 +529,20 @@ class Loop(TurnLoop):
         )
         return completion.text
 
-    def _streamed_sub_queries(self, prompts_: StreamedTexts, model: str | None) -> list[Any]:
+    def _streamed_sub_queries(
+        self,
+        prompts_: StreamedTexts,
+        model: str | None,
+        images: list[list[ContentPart]] | None = None,
+    ) -> list[Any]:
         """Sub-queries whose prompts are read off the channel as each one's turn comes: at
         most `concurrency` of a large batch's prompts are held here at once."""
         window = asyncio.Semaphore(self.cfg.concurrency)
 
         async def one(index: int) -> str:
             async with window:
-                return await self._sub_query(await prompts_.take(index), model)
+                prompt = await prompts_.take(index)
+                return await self._sub_query(prompt, model, images=images[index] if images else [])
 
         return [one(index) for index in range(len(prompts_))]
 

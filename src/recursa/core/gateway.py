@@ -19,7 +19,8 @@ from typing import Any
 from ..budget import Ledger
 from ..errors import BudgetExceeded, ConfigError, LMConnectionError, LMError, LMStatusError
 from ..events import BudgetRefused, Emitter, LMCallEnded, LMCallStarted
-from ..lm.base import Completion, LMClient, Message
+from ..images import IMAGE_TOKEN_BOUND
+from ..lm.base import Completion, LMClient, Message, images_of, text_of
 from ..lm.models import Endpoint, ModelSpec, make_client, parse_model, resolve_endpoint
 from ..lm.openai_compat import DEFAULT_DEADLINE, DEFAULT_MAX_RESPONSE_BYTES
 from ..lm.retry import RetryPolicy
@@ -47,7 +48,11 @@ CURRENT_CALL: contextvars.ContextVar[CallInfo | None] = contextvars.ContextVar(
 def messages_sha256(messages: list[Message]) -> str:
     digest = hashlib.sha256()
     for message in messages:
-        digest.update(f"{message.get('role')}\0{message.get('content') or ''}\0".encode())
+        content = message.get("content")
+        if isinstance(content, list):  # text, then each image by its hash
+            marks = "".join(f"\0image:{p['sha256']}" for p in content if p.get("type") == "image")
+            content = text_of(content) + marks
+        digest.update(f"{message.get('role')}\0{content or ''}\0".encode())
     return digest.hexdigest()
 
 
@@ -61,12 +66,12 @@ def input_token_bound(messages: list[Message]) -> int:
     """An upper bound on a request's input tokens without a tokenizer: a token covers at
     least one UTF-8 byte (byte-level and byte-fallback tokenizers alike), plus framing."""
     size = sum(
-        len((m.get("content") or "").encode("utf-8", "surrogatepass"))
+        len(text_of(m.get("content")).encode("utf-8", "surrogatepass"))
         + len(str(m.get("role") or "").encode("utf-8", "surrogatepass"))
         + MESSAGE_FRAMING
         for m in messages
     )
-    return size + REQUEST_FRAMING
+    return size + REQUEST_FRAMING + IMAGE_TOKEN_BOUND * len(images_of(messages))
 
 
 def estimate_tokens(messages: list[Message]) -> int:
@@ -74,8 +79,8 @@ def estimate_tokens(messages: list[Message]) -> int:
     model's window: 4 characters a token rounded up per message, 4 tokens of framing per
     message, and 2% more for tokenizers that split finer. Budgets reserve the upper bound
     (`input_token_bound`) instead, since an estimate may undercount."""
-    chars = sum(-(-len(m.get("content") or "") // 4) + 4 for m in messages)
-    return chars + chars // 50 + 1
+    chars = sum(-(-len(text_of(m.get("content"))) // 4) + 4 for m in messages)
+    return chars + chars // 50 + 1 + IMAGE_TOKEN_BOUND * len(images_of(messages))
 
 
 class ClientPool:
@@ -182,6 +187,12 @@ class Gateway:
     ) -> Completion:
         """Send one logical request, retrying as the policy allows; every attempt is charged."""
         client, wire_model = self.pool.get(model)
+        images = [{"path": p["path"], "sha256": p["sha256"]} for p in images_of(messages)]
+        if images and not getattr(client, "takes_images", False):
+            raise ValueError(
+                f"{model} cannot be sent images here: its provider's client sends text only "
+                "(images go to OpenAI-compatible and Anthropic models)"
+            )
         bound = input_token_bound(messages)
         digest = messages_sha256(messages)
         shown = prompt_for_trace
@@ -218,6 +229,7 @@ class Gateway:
                 attempt=attempt,
                 prompt=shown,
                 prompt_sha256=digest,
+                images=images or None,
             )
             sent = False
             started = time.monotonic()
@@ -236,6 +248,12 @@ class Gateway:
                 status = exc.status if isinstance(exc, LMStatusError) else None
                 self._ended(start, started, error=str(exc), status=status)
                 if attempt > self.retry.max_retries or not self.retry.is_retryable(exc):
+                    if images and status == 400:
+                        raise LMStatusError(
+                            400,
+                            f"{model} refused a request with images (it may not take "
+                            f"images; send it text instead): {exc}",
+                        ) from None
                     raise _final_error(exc, attempt) from None
                 await self.sleep(self.retry.delay(attempt, exc))
                 continue

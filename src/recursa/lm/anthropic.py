@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from recursa.errors import LMResponseError
-from recursa.lm.base import Completion, Message
+from recursa.lm.base import Completion, ContentPart, Message, images_of, text_of
 from recursa.lm.openai_compat import (
     DEFAULT_DEADLINE,
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -29,6 +29,7 @@ __all__ = [
     "ANTHROPIC_VERSION",
     "DEFAULT_MAX_TOKENS",
     "AnthropicClient",
+    "anthropic_turns",
     "to_anthropic_messages",
     "with_cache_breakpoints",
 ]
@@ -49,12 +50,43 @@ def to_anthropic_messages(messages: list[Message]) -> tuple[str | None, list[dic
     System messages are joined into one system prompt; consecutive messages of the same
     role are merged (the API wants user/assistant turns to alternate); any role other
     than assistant is sent as user. An empty turn would be refused, so it becomes "(empty)".
+    Only text is kept: `anthropic_turns` adds the images.
     """
+    system, turns, _ = _split(messages)
+    return system, turns
+
+
+def anthropic_turns(messages: list[Message]) -> tuple[str | None, list[dict[str, Any]]]:
+    """As `to_anthropic_messages`, with a turn's images as base64 `image` blocks before its
+    text (a turn without images keeps its plain string content)."""
+    system, turns, pictures = _split(messages)
+    out: list[dict[str, Any]] = []
+    for turn, images in zip(turns, pictures, strict=True):
+        if not images:
+            out.append(dict(turn))
+            continue
+        blocks: list[dict[str, Any]] = [
+            {
+                "type": "image",
+                "source": {"type": "base64", "media_type": p["media_type"], "data": p["data"]},
+            }
+            for p in images
+        ]
+        blocks.append({"type": "text", "text": turn["content"]})
+        out.append({"role": turn["role"], "content": blocks})
+    return system, out
+
+
+def _split(
+    messages: list[Message],
+) -> tuple[str | None, list[dict[str, str]], list[list[ContentPart]]]:
     system_parts: list[str] = []
     turns: list[dict[str, str]] = []
+    pictures: list[list[ContentPart]] = []
     for m in messages:
         role = m.get("role", "user")
-        content = m.get("content", "") or ""
+        content = text_of(m.get("content"))
+        images = images_of([m])
         if role == "system":
             if content:
                 system_parts.append(content)
@@ -63,17 +95,19 @@ def to_anthropic_messages(messages: list[Message]) -> tuple[str | None, list[dic
         if turns and turns[-1]["role"] == role:
             prev = turns[-1]["content"]
             turns[-1]["content"] = f"{prev}\n\n{content}" if prev and content else prev or content
+            pictures[-1].extend(images)
         else:
             turns.append({"role": role, "content": content})
+            pictures.append(images)
     for turn in turns:
         if not turn["content"].strip():
             turn["content"] = _EMPTY
     system = "\n\n".join(system_parts) if system_parts else None
-    return system, turns
+    return system, turns, pictures
 
 
 def with_cache_breakpoints(
-    system: str, turns: list[dict[str, str]]
+    system: str, turns: list[dict[str, Any]]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The system prompt and turns as content blocks, with `cache_control` on the system
     prompt and the last `CACHED_USER_TURNS` user turns (the prefix the next turn re-sends)."""
@@ -82,10 +116,11 @@ def with_cache_breakpoints(
     marked = set(users[-CACHED_USER_TURNS:])
     out: list[dict[str, Any]] = []
     for i, turn in enumerate(turns):
-        block: dict[str, Any] = {"type": "text", "text": turn["content"]}
+        content = turn["content"]
+        parts = list(content) if isinstance(content, list) else [{"type": "text", "text": content}]
         if i in marked:
-            block["cache_control"] = dict(_EPHEMERAL)
-        out.append({"role": turn["role"], "content": [block]})
+            parts[-1] = {**parts[-1], "cache_control": dict(_EPHEMERAL)}
+        out.append({"role": turn["role"], "content": parts})
     return blocks, out
 
 
@@ -96,6 +131,7 @@ class AnthropicClient(BaseHTTPClient):
     """
 
     wire: ClassVar[str] = "anthropic"
+    takes_images: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -136,7 +172,7 @@ class AnthropicClient(BaseHTTPClient):
         max_tokens: int | None,
         temperature: float | None,
     ) -> WireRequest:
-        system, turns = to_anthropic_messages(messages)
+        system, turns = anthropic_turns(messages)
         body: dict[str, Any] = {
             "model": model,
             "max_tokens": self.default_max_tokens if max_tokens is None else max_tokens,

@@ -3,10 +3,34 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-Message = dict[str, str]
-"""A chat message: {"role": "system"|"user"|"assistant", "content": str}."""
+ContentPart = dict[str, str]
+"""One part of a message with images: {"type": "text", "text": ...} or {"type": "image",
+"media_type": "image/png", "data": BASE64, "path": its context path, "sha256": ...}."""
+
+Message = dict[str, Any]
+"""A chat message: {"role": "system"|"user"|"assistant", "content": str}; a sub-query
+with images has a list of `ContentPart`s as its content instead, which each client turns
+into its provider's image format (text-only messages stay plain strings)."""
+
+
+def text_of(content: Any) -> str:
+    """The text of a message's content: the string itself, or its text parts joined."""
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if p.get("type") == "text")
+    return str(content or "")
+
+
+def images_of(messages: list[Message]) -> list[ContentPart]:
+    """The image parts of a request's messages, in order."""
+    return [
+        part
+        for m in messages
+        if isinstance(m.get("content"), list)
+        for part in m["content"]
+        if part.get("type") == "image"
+    ]
 
 
 @dataclass(frozen=True, slots=True)

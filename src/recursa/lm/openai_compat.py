@@ -237,6 +237,8 @@ class BaseHTTPClient:
     """
 
     wire: ClassVar[str] = ""
+    takes_images: ClassVar[bool] = False
+    """Whether `_build` sends a message's image parts (in this provider's format)."""
 
     def __init__(
         self,
@@ -526,6 +528,7 @@ class OpenAICompatClient(BaseHTTPClient):
     """
 
     wire: ClassVar[str] = "openai"
+    takes_images: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -566,7 +569,9 @@ class OpenAICompatClient(BaseHTTPClient):
     ) -> WireRequest:
         body: dict[str, Any] = {
             "model": model,
-            "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+            "messages": [
+                {"role": m["role"], "content": openai_content(m["content"])} for m in messages
+            ],
         }
         if max_tokens is not None:
             body[self.max_tokens_field] = max_tokens
@@ -576,6 +581,22 @@ class OpenAICompatClient(BaseHTTPClient):
 
     def _parse(self, data: Any, model: str) -> Completion:
         return parse_openai_completion(data, model)
+
+
+def openai_content(content: Any) -> Any:
+    """A message's content on the OpenAI wire: a string as it is; parts as `text` and
+    `image_url` parts, each image a base64 data URL."""
+    if not isinstance(content, list):
+        return content
+    return [
+        {"type": "text", "text": p["text"]}
+        if p.get("type") == "text"
+        else {
+            "type": "image_url",
+            "image_url": {"url": f"data:{p['media_type']};base64,{p['data']}"},
+        }
+        for p in content
+    ]
 
 
 def parse_openai_completion(data: Any, model: str) -> Completion:

@@ -72,6 +72,10 @@ class LMRequest:
     """Request headers, lower-cased names (empty for in-process calls)."""
     body: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     """The raw JSON body as received (empty for in-process calls)."""
+    images: list[tuple[str, bytes]] = field(default_factory=list, compare=False, repr=False)
+    """The images the request carried, in order, as (media type, decoded bytes): OpenAI's
+    `image_url` data-URL parts and Anthropic's base64 `image` blocks (what a vision model
+    would see; its text stays in `messages`)."""
 
     @property
     def is_root(self) -> bool:

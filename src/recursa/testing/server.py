@@ -9,6 +9,7 @@ connections.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import socket
@@ -64,6 +65,29 @@ def _flatten(content: Any) -> str:
                 parts.append(part["text"])
         return "".join(parts)
     raise ValueError(f"message content must be text or a list of parts, not {content!r:.80}")
+
+
+def _images(raw: Any) -> list[tuple[str, bytes]]:
+    """The images of a request's messages: OpenAI `image_url` parts with a base64 data URL
+    and Anthropic `image` blocks with a base64 source, as (media type, bytes)."""
+    out: list[tuple[str, bytes]] = []
+    for m in raw if isinstance(raw, list) else []:
+        content = m.get("content") if isinstance(m, dict) else None
+        for part in content if isinstance(content, list) else []:
+            if not isinstance(part, dict):
+                continue
+            if part.get("type") == "image_url":
+                url = str((part.get("image_url") or {}).get("url", ""))
+                head, _, data = url.partition(";base64,")
+                if not head.startswith("data:") or not data:
+                    raise ValueError(f"image_url must be a base64 data URL: {url[:60]!r}")
+                out.append((head[5:], base64.b64decode(data, validate=True)))
+            elif part.get("type") == "image":
+                source = part.get("source") or {}
+                if source.get("type") != "base64" or not source.get("media_type"):
+                    raise ValueError("an image block needs a base64 source with a media_type")
+                out.append((source["media_type"], base64.b64decode(source["data"], validate=True)))
+    return out
 
 
 def _messages(raw: Any) -> list[dict[str, str]]:
@@ -360,6 +384,7 @@ class _Handler(BaseHTTPRequestHandler):
             stream=bool(body.get("stream")),
             headers={k.lower(): v for k, v in self.headers.items()},
             body=sent,
+            images=_images(body.get("messages")),
         )
 
     def _answer_openai(self, request: LMRequest, reply: Reply, cached: int = 0) -> None:

@@ -24,7 +24,7 @@ from ..core.profile import Profile
 from ..core.programs import RLM, RunResult
 from ..errors import ConfigError, LMConnectionError, LMError, LMStatusError
 from ..events import BlockExecuted, Event, LMCallEnded, LMCallStarted, RunStarted
-from ..lm.base import Completion, LMClient, Message
+from ..lm.base import Completion, LMClient, Message, text_of
 from ..lm.models import parse_model
 from ..lm.pricing import PriceTable
 from ..lm.retry import RetryPolicy
@@ -330,6 +330,12 @@ class ReplayClient:
         self.root_turns: dict[str, int] = defaultdict(int)
         self.divergences: list[Divergence] = []
 
+    @property
+    def takes_images(self) -> bool:
+        """A recording answers sub-queries with images (matched by their hashes); after a
+        fork, the live client decides."""
+        return self.live is None or bool(getattr(self.live, "takes_images", False))
+
     async def complete(
         self,
         messages: list[Message],
@@ -355,7 +361,7 @@ class ReplayClient:
             turn = self.root_turns[rlm] + 1
             prompt_what, expected_prompt = "root prompt", None
         else:
-            prompt = messages[-1].get("content") or ""
+            prompt = text_of(messages[-1].get("content"))
             queue = self.rec.sub_calls.get((rlm, messages_sha256(messages)))
             turn, prompt_what, expected_prompt = None, "sub-query prompt", prompt
         if not queue:

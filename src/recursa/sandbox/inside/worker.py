@@ -393,15 +393,30 @@ class Worker:
         query_exc = type("LLMQueryError", (Exception,), {"__module__": "recursa"})
         self.exc_types = {"BudgetExceeded": budget_exc, "LLMQueryError": query_exc}
 
-        def llm_query(prompt: str, model: str | None = None) -> str:
-            """Ask a sub-model one prompt (sent alone, no history); returns its reply."""
-            return self.call("llm_query", prompt=_as_text(prompt), model=model)
-
-        def llm_query_batched(prompts: list[str], model: str | None = None) -> list[str]:
-            """Ask many prompts concurrently; failed items come back as '[error] ...'."""
+        def llm_query(
+            prompt: str, model: str | None = None, images: list[str] | None = None
+        ) -> str:
+            """Ask a sub-model one prompt (sent alone, no history); returns its reply.
+            `images`: paths of image files of the context (a directory context's keys),
+            sent with the prompt to a vision model."""
+            if images is None:
+                return self.call("llm_query", prompt=_as_text(prompt), model=model)
             return self.call(
-                "llm_query_batched", prompts=[_as_text(p) for p in _as_list(prompts)], model=model
+                "llm_query", prompt=_as_text(prompt), model=model, images=_image_names(images)
             )
+
+        def llm_query_batched(
+            prompts: list[str], model: str | None = None, images: list[list[str]] | None = None
+        ) -> list[str]:
+            """Ask many prompts concurrently; failed items come back as '[error] ...'.
+            `images`: one list of context image paths per prompt."""
+            texts = [_as_text(p) for p in _as_list(prompts)]
+            if images is None:
+                return self.call("llm_query_batched", prompts=texts, model=model)
+            per_prompt = [_image_names(each) for each in _as_list(images)]
+            if len(per_prompt) != len(texts):
+                raise ValueError(f"images must hold one list per prompt ({len(texts)})")
+            return self.call("llm_query_batched", prompts=texts, model=model, images=per_prompt)
 
         def rlm_query(prompt: str, context: Any = None, model: str | None = None) -> str:
             """Start a child RLM over `context` (or the prompt); returns its final answer."""
@@ -759,6 +774,13 @@ _CONTENTS = _operator.attrgetter("cell_contents")
 
 def _as_text(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
+
+
+def _image_names(images: Any) -> list[str]:
+    """Image paths as sent to the host: a list of str (os.PathLike paths become str)."""
+    if isinstance(images, (str, os.PathLike)):
+        images = [images]
+    return [os.fspath(name) if isinstance(name, os.PathLike) else name for name in images]
 
 
 def _as_list(value: Any) -> list[Any]:
