@@ -195,8 +195,9 @@ def from_file(path: str | Path) -> Context:
 
 def from_document(path: str | Path, fmt: str) -> Context:
     """A document as a context the worker opens itself (a PDF page by page)."""
-    if fmt == "pdf" and context_docs.pdf_library() is None:
-        raise ConfigError(f"context {path} is a PDF: reading it {context_docs.EXTRA_HINT}")
+    if context_docs.library_for(fmt) is None:
+        kind = context_docs.SHORT_NAMES[fmt]
+        raise ConfigError(f"context {path} is a {kind}: reading it {context_docs.EXTRA_HINT}")
     real = Path(path).resolve()
     size = real.stat().st_size
     sampled = fmt in context_docs.WHOLE_FORMATS  # any size; the others are under the threshold
@@ -298,8 +299,8 @@ def build_payload(contexts: list[Context]) -> ContextPayload:
 
 
 def _docs_spec(docs: dict[str, str]) -> dict[str, Any]:
-    """What the worker needs to open documents: their formats, the PDF library's folder."""
-    return {"docs": docs, "lib": context_docs.pdf_library()}
+    """What the worker needs to open documents: their formats, pypdf's and pyarrow's folders."""
+    return {"docs": docs, "lib": context_docs.pdf_library(), "arrow": context_docs.arrow_library()}
 
 
 def describe(contexts: list[Context]) -> str:

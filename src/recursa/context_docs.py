@@ -1,10 +1,11 @@
-"""Documents as contexts, on the host's side: found (PDF, DOCX, HTML by content; Markdown,
+"""Documents as contexts, on the host's side: found (PDF, Parquet, DOCX, HTML by content; Markdown,
 CSV, TSV by extension), described, never parsed here for an RLM. The worker opens them
 itself (`sandbox/inside/documents.py`: a PDF page by page; `textdocs.py`: the others).
 
-pypdf is the `docs` extra. The host only finds where its package is (without importing it)
-and names that folder in the worker's spec; every backend lets the worker read it. The
-other formats need nothing beyond the standard library.
+pypdf and pyarrow (Parquet) are the `docs` extra. The host finds where their packages
+are and names those folders in the worker's spec; every backend lets the worker read
+them. The host imports pyarrow only to preview a Parquet file's footer and first rows.
+The other formats need nothing beyond the standard library.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 
 from .sandbox.inside.documents import detect, open_document
 
+SHORT_NAMES = {"pdf": "PDF", "parquet": "Parquet file"}
+"""How a missing extra's message names a file that needs it."""
 EXTRA_HINT = "needs the docs extra: pip install 'recursa[docs]'"
 IMAGE_MAGIC = {
     b"\x89PNG\r\n\x1a\n": "PNG",
@@ -25,8 +28,22 @@ IMAGE_MAGIC = {
 
 def pdf_library() -> str | None:
     """The folder of the installed pypdf package (bound for the worker), or None."""
+    return _package_folder("pypdf")
+
+
+def arrow_library() -> str | None:
+    """The folder of the installed pyarrow package (bound for the worker), or None."""
+    return _package_folder("pyarrow")
+
+
+def library_for(fmt: str) -> str | None:
+    """The installed library a document format needs, or None (missing, or none needed)."""
+    return {"pdf": pdf_library, "parquet": arrow_library}.get(fmt, lambda: "stdlib")()
+
+
+def _package_folder(name: str) -> str | None:
     try:
-        spec = importlib.util.find_spec("pypdf")
+        spec = importlib.util.find_spec(name)
     except (ImportError, ValueError):
         return None
     if spec is None or not spec.submodule_search_locations:
@@ -52,8 +69,8 @@ def why_not_text(path: Path, probe: int = 8192) -> str | None:
     except OSError as exc:
         return f"cannot be read: {exc.strerror or exc}"
     fmt = detect(head, str(path))
-    if fmt == "pdf":
-        return None if pdf_library() else f"a PDF, {EXTRA_HINT}"
+    if fmt in ("pdf", "parquet"):
+        return None if library_for(fmt) else f"a {SHORT_NAMES[fmt]}, {EXTRA_HINT}"
     if fmt == "docx":
         return None
     for magic, kind in IMAGE_MAGIC.items():
@@ -78,6 +95,11 @@ def describe_doc(var: str, name: str, size: int, fmt: str, path: str) -> str:
             "`[page n]` line (costly for long documents: prefer pages and search). Cite page "
             "numbers in your answer where they matter."
         )
+    if fmt == "parquet":
+        return (
+            f"`{var}` is a Parquet table ({name}, {size:,} bytes): {USAGE[fmt]}\n"
+            f"{parquet_preview(path)}"
+        )
     if fmt in ("csv", "tsv"):
         return (
             f"`{var}` is a {fmt.upper()} table ({name}, {size:,} bytes): {USAGE[fmt]}\n"
@@ -93,6 +115,7 @@ FORMAT_NAMES = {
     "markdown": "Markdown document",
     "csv": "CSV table",
     "tsv": "TSV table",
+    "parquet": "Parquet table",
 }
 _TEXT_DOC = (
     "in the REPL a TextDocument, a str of its readable text{what}, headings as `#` lines; "
@@ -108,6 +131,11 @@ USAGE = {
     ".records() yields each later row as a dict (column -> value), .row_count counts them.",
 }
 USAGE["tsv"] = USAGE["csv"]
+USAGE["parquet"] = (
+    "in the REPL a ParquetTable, read a row group at a time, never whole: .columns is "
+    "its column names, .row_count its rows, .records(start=0, count=None) yields rows as "
+    "dicts (column -> value); str() is all of its rows (costly: prefer records)."
+)
 PREVIEW_ROWS = 3
 
 
@@ -125,6 +153,23 @@ def table_preview(path: str, fmt: str) -> str:
     return f"Columns: {rows[0]}.\nFirst rows:\n{shown[:500]}"
 
 
+def parquet_preview(path: str) -> str:
+    """The columns and first rows of a Parquet file: its footer and first batch only."""
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+        batch = next(pf.iter_batches(batch_size=PREVIEW_ROWS), None)
+    except Exception as exc:  # a broken file: the REPL says why when the model reads it
+        return f"Its footer cannot be read: {type(exc).__name__}: {exc}"
+    rows = batch.to_pylist() if batch is not None else []
+    shown = "\n".join(" | ".join(str(v) for v in row.values()) for row in rows)
+    return (
+        f"Columns: {pf.schema_arrow.names} ({pf.metadata.num_rows:,} rows).\n"
+        f"First rows:\n{shown[:500]}"
+    )
+
+
 def describe_in_dir(docs: dict[str, str]) -> str:
     """What a directory's first turn says of its documents: each format, its files, its use."""
     lines = []
@@ -138,10 +183,10 @@ def describe_in_dir(docs: dict[str, str]) -> str:
 
 def document_text(path: str, fmt: str) -> str:
     """A document's whole text, read here (a direct call puts it in one prompt)."""
-    return str(open_document(path, fmt))
+    return str(open_document(path, fmt, arrow=arrow_library()))
 
 
-WHOLE_FORMATS = frozenset({"pdf", "docx"})
+WHOLE_FORMATS = frozenset({"pdf", "docx", "parquet"})
 """Formats opened as documents at any size (the others, above the mmap threshold, stay
 mapped text: a 10 GB CSV is read line by line, never whole)."""
 TYPE_NAMES = {
@@ -151,4 +196,5 @@ TYPE_NAMES = {
     "markdown": "TextDocument",
     "csv": "Table",
     "tsv": "Table",
+    "parquet": "ParquetTable",
 }

@@ -100,7 +100,7 @@ def _json_array(fh: Any, block: int = 1 << 20) -> Iterator[dict[str, Any]]:
 
 def _parquet_rows(path: Path) -> Iterator[dict[str, Any]]:
     try:
-        import pyarrow.parquet as pq  # type: ignore[import-not-found]
+        import pyarrow.parquet as pq
     except ImportError:
         raise ConfigError(
             f"reading {path.name} needs pyarrow (pip install pyarrow), or convert it to "

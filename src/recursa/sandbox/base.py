@@ -130,11 +130,12 @@ class ContextPayload:
 
     def host_paths(self) -> list[str]:
         """The host paths the worker reads itself, for backends to bind read-only: each
-        directory context's root, each mapped file's or document's path, and the folder of
-        the library that opens documents (sandbox/inside/documents.py)."""
+        directory context's root, each mapped file's or document's path, and the folders of
+        the libraries that open documents (sandbox/inside/documents.py)."""
         paths = {spec["root"] for spec in self.specs if spec["kind"] == "dir"}
         paths |= {spec["path"] for spec in self.specs if spec["kind"] in ("file", "doc")}
-        paths |= {spec["lib"] for spec in self.specs if spec.get("lib") and _opens_docs(spec)}
+        for key in ("lib", "arrow"):  # pypdf's folder, pyarrow's
+            paths |= {spec[key] for spec in self.specs if spec.get(key) and _opens_docs(spec)}
         return sorted(paths)
 
 

@@ -40,11 +40,13 @@ class DocumentError(ValueError):
 
 
 def detect(head: bytes, path: str = "") -> str | None:
-    """The document format of a file: 'pdf', 'docx' and 'html' by content, never by name
+    """The document format of a file: 'pdf', 'parquet', 'docx' and 'html' by content, never by name
     (a PDF may be called anything); 'markdown', 'csv' and 'tsv', plain text underneath,
     by the name's extension. None for any other file."""
     if PDF_MAGIC in head[:1024]:
         return "pdf"
+    if _sibling_parquet().is_parquet(head, path):
+        return "parquet"
     if head.startswith(b"PK\x03\x04") and path and _is_docx(path):
         return "docx"
     start = head.lstrip(b"\xef\xbb\xbf \t\r\n")[:256].lower()
@@ -63,11 +65,25 @@ def _is_docx(path: str) -> bool:
         return False
 
 
-def open_document(path: str, fmt: str, lib: str | None = None) -> Any:
-    """The REPL's value for a document context of format `fmt`: a PdfDocument, or a str
-    that carries its structure (textdocs.py: TextDocument, Table)."""
+def _sibling_parquet() -> Any:
+    if TYPE_CHECKING:  # the checker reads the package's module; a script finds the same file
+        from . import parquet
+    else:
+        try:
+            from . import parquet
+        except ImportError:  # run as a script inside the sandbox: the sibling by bare name
+            import parquet
+    return parquet
+
+
+def open_document(path: str, fmt: str, lib: str | None = None, arrow: str | None = None) -> Any:
+    """The REPL's value for a document context of format `fmt`: a PdfDocument (pypdf from
+    `lib`), a ParquetTable (pyarrow from `arrow`), or a str that carries its structure
+    (textdocs.py: TextDocument, Table)."""
     if fmt == "pdf":
         return PdfDocument(path, lib)
+    if fmt == "parquet":
+        return _sibling_parquet().ParquetTable(path, arrow)
     if TYPE_CHECKING:  # the checker reads the package's module; a script finds the same file
         from . import textdocs
     else:

@@ -173,8 +173,10 @@ class LazyDir(_collections_abc.Mapping):
         mmap_threshold: int,
         docs: dict[str, str] | None = None,
         lib: str | None = None,
+        arrow: str | None = None,
     ) -> None:
         self.root = root
+        self.arrow = arrow
         self.docs = dict(docs or {})  # path -> document format: opened as documents.py says
         self.lib = lib
         self.sizes: dict[str, int] = {rel: int(size) for rel, size in files}
@@ -189,7 +191,9 @@ class LazyDir(_collections_abc.Mapping):
             path = os.path.join(self.root, rel)
             size = self.sizes[rel]
             if rel in self.docs:
-                value = _sibling("documents").open_document(path, self.docs[rel], self.lib)
+                value = _sibling("documents").open_document(
+                    path, self.docs[rel], self.lib, self.arrow
+                )
             elif size and size >= self.mmap_threshold:
                 value = _sibling("mapped").MappedText(path)
             else:
@@ -381,11 +385,14 @@ class Worker:
                 spec["mmap_threshold"],
                 spec.get("docs"),
                 spec.get("lib"),
+                spec.get("arrow"),
             )
         if kind == "file":  # a large file: mapped here, by path (see mapped.py beside this)
             return _sibling("mapped").MappedText(spec["path"])
         if kind == "doc":  # a document: opened here, by path (see documents.py beside this)
-            return _sibling("documents").open_document(spec["path"], spec["format"], spec["lib"])
+            return _sibling("documents").open_document(
+                spec["path"], spec["format"], spec["lib"], spec.get("arrow")
+            )
         raise ValueError(f"unknown context kind {kind!r}")
 
     def _install_builtins(self) -> None:
