@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 MAGIC = b"PAR1"
+BATCH_ROWS = 1024
+"""Rows turned into Python dicts at a time: the Arrow group stays columnar until then."""
 
 
 def is_parquet(head: bytes, path: str) -> bool:
@@ -86,9 +88,12 @@ class ParquetTable:
         for group in range(pf.num_row_groups):
             rows = pf.metadata.row_group(group).num_rows
             if first + rows > start and first < end:
-                table = pf.read_row_group(group)
+                # One thread: the reader threads' allocator caches otherwise grow RSS with the file.
+                table = pf.read_row_group(group, use_threads=False)
                 lo, hi = max(start - first, 0), min(end - first, rows)
-                yield from table.slice(lo, hi - lo).to_pylist()
+                for batch in table.slice(lo, hi - lo).to_batches(max_chunksize=BATCH_ROWS):
+                    yield from batch.to_pylist()  # a few Python rows at a time, not a group's
+                del table
             first += rows
             if first >= end:
                 return
