@@ -92,8 +92,10 @@ def describe_doc(var: str, name: str, size: int, fmt: str, path: str) -> str:
             "counted from 1; "
             f"{var}.search(pattern, max_hits=100) gives [(page number, matching line), ...] "
             f"for a regular expression; str({var}) is all of its text, each page after a "
-            "`[page n]` line (costly for long documents: prefer pages and search). Cite page "
-            "numbers in your answer where they matter."
+            "`[page n]` line (costly for long documents: prefer pages and search); "
+            f"{var}.page_images(n) names page n's images, which llm_query(prompt, "
+            "images=[name]) can show a vision model. Cite page numbers in your answer where "
+            "they matter."
         )
     if fmt == "parquet":
         return (
@@ -123,7 +125,8 @@ _TEXT_DOC = (
 )
 USAGE = {
     "pdf": "in the REPL a PdfDocument, read page by page: .pages (lazy list of page texts, "
-    "pages[i] is page i+1), .page(n), .search(pattern) -> [(page, line)], str() for all text.",
+    "pages[i] is page i+1), .page(n), .search(pattern) -> [(page, line)], str() for all text, "
+    ".page_images(n) names page n's images for llm_query(prompt, images=[...]).",
     "docx": _TEXT_DOC.format(what=" (paragraphs in order, table rows as cells joined by ' | ')"),
     "html": _TEXT_DOC.format(what=" (scripts and styles left out, list items as '- ' lines)"),
     "markdown": _TEXT_DOC.format(what=""),

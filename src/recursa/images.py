@@ -1,5 +1,6 @@
 """Images for vision sub-models: `llm_query(prompt, images=[...])` names image files of the
-run's contexts, and the host reads them here, never a file outside those contexts.
+run's contexts, or images inside their PDFs (`manual.pdf#page=3/image0`), and the host reads
+them here, never a file outside those contexts.
 
 An image is charged to the budget before sending as `IMAGE_TOKEN_BOUND` input tokens, an
 upper bound on what the providers bill for one image (they scale a large image down before
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -63,17 +65,51 @@ def _locate(name: str, contexts: list[Context]) -> Path:
     )
 
 
+PDF_IMAGE = re.compile(r"(?P<file>.+)#page=(?P<page>[1-9][0-9]*)/image(?P<index>[0-9]+)")
+"""An image inside a PDF of the context, as `PdfDocument.page_images(n)` names it."""
+
+
+def _pdf_image(name: str, match: re.Match[str], contexts: list[Context]) -> bytes:
+    """The bytes of one image of one page of a PDF inside the run's contexts (pypdf
+    decodes it; Pillow, where installed, turns raw pixels into PNG)."""
+    from .context_docs import pdf_library, sniff
+
+    path = _locate(match["file"], contexts)
+    if sniff(path) != "pdf" or pdf_library() is None:
+        raise ValueError(f"image {name!r}: {match['file']!r} is not a PDF readable here")
+    import pypdf
+
+    page, index = int(match["page"]), int(match["index"])
+    with path.open("rb") as fh:
+        try:
+            pages = pypdf.PdfReader(fh).pages
+            if page > len(pages):
+                raise ValueError(f"the PDF has {len(pages)} pages")
+            images = pages[page - 1].images
+            if index >= len(images):
+                raise ValueError(f"page {page} has {len(images)} images")
+            return bytes(images[index].data)
+        except Exception as exc:
+            raise ValueError(f"cannot extract image {name!r}: {exc}") from None
+
+
 def load_image(name: Any, contexts: list[Context]) -> ContentPart:
     """The image part for `name`: read from the run's contexts, size-checked and typed."""
     if not isinstance(name, str) or not name:
         raise TypeError(f"an image is a path of an image file of the context, not {name!r:.80}")
-    path = _locate(name, contexts)
-    size = path.stat().st_size
+    match = PDF_IMAGE.fullmatch(name)
+    if match:
+        data = _pdf_image(name, match, contexts)
+        size = len(data)
+    else:
+        path = _locate(name, contexts)
+        size = path.stat().st_size
     if size > MAX_IMAGE_BYTES:
         raise ValueError(
             f"image {name!r} is {size:,} bytes: the limit is {MAX_IMAGE_BYTES:,} bytes an image"
         )
-    data = path.read_bytes()
+    if not match:
+        data = path.read_bytes()
     kind = media_type(data[:16])
     if kind is None:
         raise ValueError(f"{name!r} is not a PNG, JPEG, GIF or WebP image")

@@ -140,6 +140,8 @@ class PdfDocument:
 
     def __init__(self, path: str, lib: str | None = None) -> None:
         self.path = path
+        self.name = os.path.basename(path)
+        """How image names start (`page_images`): a directory context sets its key."""
         self.doc_format = "pdf"
         self.size = os.path.getsize(path)
         self._lib = lib
@@ -208,6 +210,17 @@ class PdfDocument:
         if not 1 <= number <= self.page_count:
             raise IndexError(f"no page {number}: the document has pages 1 to {self.page_count}")
         return self.page_text(number - 1)
+
+    def page_images(self, number: int) -> list[str]:
+        """Names of page `number`'s images (counted from 1), for `llm_query(prompt,
+        images=[...])`: listed here without decoding them; the host extracts the one sent."""
+        if not 1 <= number <= self.page_count:
+            raise IndexError(f"no page {number}: the document has pages 1 to {self.page_count}")
+        try:
+            count = len(list(self._reader.pages[number - 1].images.keys()))
+        except Exception as exc:
+            raise DocumentError(f"page {number}: {self._cannot(exc)}") from None
+        return [f"{self.name}#page={number}/image{i}" for i in range(count)]
 
     def search(self, pattern: str, max_hits: int = 100, flags: int = 0) -> list[tuple[int, str]]:
         """[(page number, the line around each match), ...] for a regular expression,

@@ -194,6 +194,8 @@ class LazyDir(_collections_abc.Mapping):
                 value = _sibling("documents").open_document(
                     path, self.docs[rel], self.lib, self.arrow
                 )
+                if self.docs[rel] == "pdf":  # its images are named by this key
+                    value.name = rel
             elif size and size >= self.mmap_threshold:
                 value = _sibling("mapped").MappedText(path)
             else:
