@@ -88,24 +88,32 @@ def parse_json(reply):
         return None
 '''
 
-NIAH_MAP = r"""
+
+def _keyed_lookup(phrase: str, asked: str, field: str) -> dict[str, str]:
+    """The map/merge/finish programs of a family whose facts read "PHRASE for KEY is: N":
+    the chunks' facts are collected by key, and the answer is the one the question names
+    (found by `asked`, the part of the phrase the question repeats)."""
+    return {
+        "map": r"""
 def map_chunk(text):
-    found = re.findall(r"special magic number for ([a-z]+-[a-z]+) is: (\d+)", text)
-    return {"numbers": dict(found)}
-"""
-NIAH_MERGE = r"""
+    found = re.findall(r"PHRASE for ([a-z]+-[a-z]+) is: (\d+)", text)
+    return {"FIELD": dict(found)}
+""".replace("PHRASE", phrase).replace("FIELD", field),
+        "merge": r"""
 def merge(partials):
-    numbers = {}
+    FIELD = {}
     for partial in partials:
         if partial:
-            numbers.update(partial.get("numbers", {}))
-    return {"numbers": numbers}
-"""
-NIAH_FINISH = r"""
+            FIELD.update(partial.get("FIELD", {}))
+    return {"FIELD": FIELD}
+""".replace("FIELD", field),
+        "finish": r"""
 def finish(partial, question):
-    key = re.search(r"magic number for ([a-z]+-[a-z]+)", question).group(1)
-    return partial["numbers"].get(key, "NONE")
-"""
+    key = re.search(r"ASKED for ([a-z]+-[a-z]+)", question).group(1)
+    return partial["FIELD"].get(key, "NONE")
+""".replace("ASKED", asked).replace("FIELD", field),
+    }
+
 
 LABEL_RULES = r"""
 LABELS = ["abbreviation", "entity", "description", "human", "location", "numeric"]
@@ -303,33 +311,15 @@ def finish(partial, question):
     return "NONE"
 """
 
-PDFPAGE_MAP = r"""
-def map_chunk(text):
-    found = re.findall(r"access code for ([a-z]+-[a-z]+) is: (\d+)", text)
-    return {"codes": dict(found)}
-"""
-PDFPAGE_MERGE = r"""
-def merge(partials):
-    codes = {}
-    for partial in partials:
-        if partial:
-            codes.update(partial.get("codes", {}))
-    return {"codes": codes}
-"""
-PDFPAGE_FINISH = r"""
-def finish(partial, question):
-    key = re.search(r"access code for ([a-z]+-[a-z]+)", question).group(1)
-    return partial["codes"].get(key, "NONE")
-"""
 
 PROGRAMS: dict[str, dict[str, str]] = {
-    "niah": {"map": NIAH_MAP, "merge": NIAH_MERGE, "finish": NIAH_FINISH},
+    "niah": _keyed_lookup("special magic number", "magic number", "numbers"),
     "oolong": {"map": OOLONG_MAP, "merge": OOLONG_MERGE, "finish": OOLONG_FINISH},
     "pairs": {"map": PAIRS_MAP, "merge": PAIRS_MERGE, "finish": PAIRS_FINISH},
     "vartrack": {"map": VARTRACK_MAP, "merge": VARTRACK_MERGE, "finish": VARTRACK_FINISH},
     "logs": {"map": LOGS_MAP, "merge": LOGS_MERGE, "finish": LOGS_FINISH},
     "codeqa": {"map": CODEQA_MAP, "merge": CODEQA_MERGE, "finish": CODEQA_FINISH},
-    "pdfpage": {"map": PDFPAGE_MAP, "merge": PDFPAGE_MERGE, "finish": PDFPAGE_FINISH},
+    "pdfpage": _keyed_lookup("access code", "access code", "codes"),
 }
 
 INSTRUCTIONS: dict[str, str] = {
